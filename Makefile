@@ -1,0 +1,23 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up first.
+PYTHON ?= python3
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: setup demo test test-slow lint
+
+# Keep an installed torch (a GPU user's CUDA build included); install the CPU build only when
+# none is importable, because an unpinned `torch` pulls several GB of CUDA packages.
+setup:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_CPU)"
+	@$(PYTHON) -m pip install -q -e ".[dev]"
+
+demo: setup
+	$(PYTHON) -m scoresde.cli demo --workdir=demo_out
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+test-slow: setup
+	$(PYTHON) -m pytest -q -m slow
+
+lint: setup
+	$(PYTHON) -m ruff check scoresde tests benchmarks

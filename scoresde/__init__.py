@@ -1,0 +1,28 @@
+"""scoresde: score-based generative models with SDEs — one SDE object, one model wrapper,
+interchangeable samplers, exact likelihoods, each checked against an analytic oracle."""
+
+from scoresde import grids, ode, samplers
+from scoresde.analytic import GaussianMixture
+from scoresde.model import Prediction, ScoreModel
+from scoresde.noise import GeneratorNoise, PerSampleNoise
+from scoresde.sampling import SampleResult, sample
+from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "GaussianMixture",
+    "GeneratorNoise",
+    "PerSampleNoise",
+    "Prediction",
+    "SampleResult",
+    "ScoreModel",
+    "SubVPSDE",
+    "grids",
+    "ode",
+    "sample",
+    "samplers",
+]

@@ -1,0 +1,152 @@
+"""The analytic oracle: a Gaussian mixture with exact densities and exact diffused scores.
+
+Data ``p_0 = Σ_k w_k N(μ_k, diag(s_k²))``. Under any SDE here ``x_t = alpha·x_0 + sigma·z``, so
+the marginal stays a mixture:
+
+    p_t(x) = Σ_k w_k N(x; alpha·μ_k, diag(alpha²·s_k² + sigma²)),
+    ∇log p_t(x) = Σ_k r_k(x) · (alpha·μ_k − x) / (alpha²·s_k² + sigma²),
+
+with responsibilities ``r_k ∝ w_k N_k(x)``. Everything is computed in float64 and returned in
+the input's dtype. ``score_model(sde)`` exposes the exact score as a :class:`ScoreModel` in any
+prediction type and time input, so it stands in for a trained network of that kind.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from scoresde.model import PREDICTIONS, TIME_INPUTS, ScoreModel, prediction_from_output
+from scoresde.sde import SDE, as_time, batch_coeff
+
+
+class GaussianMixture:
+    """``Σ_k w_k N(μ_k, diag(s_k²))`` in D dimensions.
+
+    Args:
+        means: ``(K, D)``.
+        stds: ``(K,)`` for isotropic components or ``(K, D)`` for diagonal ones; all > 0.
+        weights: ``(K,)``, positive; normalised here. Default: uniform.
+    """
+
+    def __init__(self, means: Tensor, stds: Tensor, weights: Tensor | None = None):
+        means = torch.as_tensor(means, dtype=torch.float64)
+        if means.ndim != 2:
+            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+        K, D = means.shape
+        stds = torch.as_tensor(stds, dtype=torch.float64)
+        if stds.shape == (K,):
+            stds = stds[:, None].expand(K, D)
+        if stds.shape != (K, D):
+            raise ValueError(f"stds must have shape ({K},) or ({K}, {D}), got {tuple(stds.shape)}")
+        if weights is None:
+            weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (K,):
+            raise ValueError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
+        for name, v in (("means", means), ("stds", stds), ("weights", weights)):
+            if not torch.isfinite(v).all():
+                raise ValueError(f"{name} must be finite")
+        if not (stds > 0).all() or not (weights > 0).all():
+            raise ValueError("stds and weights must be positive")
+        self.means, self.stds = means, stds.contiguous()
+        self.weights = weights / weights.sum()
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def num_components(self) -> int:
+        return self.means.shape[0]
+
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+        """``n`` exact draws, shape ``(n, D)``."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (self.means[k] + self.stds[k] * z).to(dtype)
+
+    def _check(self, x: Tensor) -> Tensor:
+        """``x`` as float64 ``(batch, D)``; any trailing shape with D elements is accepted."""
+        if x.ndim < 2 or x[0].numel() != self.dim:
+            raise ValueError(
+                f"x must have shape (batch, ...) with {self.dim} elements per sample, "
+                f"got {tuple(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise ValueError("x must be finite")
+        return x.flatten(1).to(torch.float64)
+
+    def _components(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-component log-densities ``(B, K)``, centred residuals and variances at noise level."""
+        a = alpha.reshape(-1, 1, 1)
+        s = sigma.reshape(-1, 1, 1)
+        var = a * a * self.stds.to(x.device) ** 2 + s * s  # (B|1, K, D)
+        diff = x[:, None, :] - a * self.means.to(x.device)  # (B, K, D)
+        logn = -0.5 * (diff * diff / var + torch.log(2 * math.pi * var)).sum(-1)
+        return logn + torch.log(self.weights.to(x.device)), diff, var
+
+    def marginal_log_prob(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+        """``log p_t(x)`` for the mixture diffused to mean scale ``alpha`` and noise ``sigma``."""
+        x = self._check(x)
+        alpha, sigma = as_time(alpha, x), as_time(sigma, x)
+        logp, _, _ = self._components(x, alpha, sigma)
+        return torch.logsumexp(logp, dim=1)
+
+    def marginal_score(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+        """``∇_x log p_t(x)`` at mean scale ``alpha`` and noise ``sigma`` (per sample or scalar)."""
+        shape, dtype = x.shape, x.dtype
+        x = self._check(x)
+        alpha, sigma = as_time(alpha, x), as_time(sigma, x)
+        logp, diff, var = self._components(x, alpha, sigma)
+        r = torch.softmax(logp, dim=1)
+        return (-(r[:, :, None] * diff / var).sum(1)).reshape(shape).to(dtype)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact ``log p_0(x)`` per sample, in nats."""
+        return self.marginal_log_prob(x, 1.0, 0.0)
+
+    def log_prob_at(self, sde: SDE, x: Tensor, t: float | Tensor) -> Tensor:
+        """Exact ``log p_t(x)`` under ``sde``."""
+        t = as_time(t, x)
+        return self.marginal_log_prob(x, sde.alpha(t), sde.sigma(t))
+
+    def score_at(self, sde: SDE, x: Tensor, t: float | Tensor) -> Tensor:
+        """Exact ``∇log p_t(x)`` under ``sde``."""
+        t = as_time(t, x)
+        return self.marginal_score(x, sde.alpha(t), sde.sigma(t))
+
+    def score_model(self, sde: SDE, prediction: str = "score",
+                    time_input: str = "continuous") -> ScoreModel:
+        """The exact marginal score as a :class:`ScoreModel` of the given kind.
+
+        E.g. ``prediction="eps", time_input="index"`` behaves like a perfect DDPM network.
+        """
+        return ScoreModel(_ExactNet(self, sde, prediction, time_input), sde, prediction, time_input)
+
+
+class _ExactNet(nn.Module):
+    """A "network" returning the exact ``prediction`` of a mixture's diffused marginals."""
+
+    def __init__(self, gmm: GaussianMixture, sde: SDE, prediction: str, time_input: str):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if time_input not in TIME_INPUTS or TIME_INPUTS[time_input].decode is None:
+            raise ValueError(f"the oracle needs an invertible time input, got {time_input!r}")
+        self.gmm, self.sde, self.prediction = gmm, sde, prediction
+        self.decode = TIME_INPUTS[time_input].decode
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        t = self.decode(c.to(torch.float64), self.sde)
+        x64 = x.to(torch.float64)
+        alpha = batch_coeff(self.sde.alpha(t), x64)
+        sigma = batch_coeff(self.sde.sigma(t), x64)
+        score = self.gmm.marginal_score(x64, alpha.flatten(), sigma.flatten())
+        if self.prediction == "score":
+            return score.to(x.dtype)
+        pred = prediction_from_output("score", score, x64, alpha, sigma)
+        return getattr(pred, self.prediction).to(x.dtype)

@@ -1,0 +1,125 @@
+"""Time grids for samplers: pure functions ``(sde, steps, t_start, t_end) -> times``.
+
+A grid is a float64 tensor of ``steps + 1`` strictly decreasing times in ``[0, T]``, from
+``t_start`` (the prior, usually T) to ``t_end`` (where sampling stops). Samplers evaluate the
+model at every time but the last, so a grid may end at ``t = 0`` even for networks that are
+singular there.
+
+* ``uniform``   equal steps in t (DDPM/DDIM's "uniform" skip when ``t_end = 0``).
+* ``quadratic`` ``t = t_end + (t_start − t_end)·(1 − i/n)²``: denser near the data (DDIM).
+* ``logsnr``    equal steps in ``λ = log(alpha²/sigma²)`` (DPM-Solver's default).
+* ``karras``    equal steps in ``σ̄^{1/ρ}`` with ``σ̄ = sigma/alpha`` (EDM, ρ = 7).
+
+``logsnr`` and ``karras`` need a finite ``λ(t_end)``; when ``t_end`` is 0 for a VP-family SDE
+(``σ̄ = 0``) the grid is built to the first positive time of a uniform grid and finished with
+one step to 0, as EDM appends ``σ = 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from scoresde.sde import SDE
+
+GridFn = Callable[..., Tensor]
+
+
+def check_timesteps(timesteps: Tensor, sde: SDE) -> Tensor:
+    """Validate an explicit grid: 1-D, at least two finite times, strictly decreasing, in [0, T]."""
+    ts = torch.as_tensor(timesteps, dtype=torch.float64)
+    if ts.ndim != 1 or len(ts) < 2:
+        raise ValueError(f"timesteps must be a 1-D tensor of at least 2 times, got shape {tuple(ts.shape)}")
+    if not torch.isfinite(ts).all():
+        raise ValueError("timesteps must be finite")
+    if not (ts[1:] < ts[:-1]).all():
+        raise ValueError(
+            f"timesteps must be strictly decreasing (from noise to data), got {ts.tolist()[:8]}…"
+        )
+    if ts[-1] < 0 or ts[0] > sde.T:
+        raise ValueError(f"timesteps must lie in [0, T={sde.T}], got [{ts[-1]:.6g}, {ts[0]:.6g}]")
+    return ts
+
+
+def _check_steps(steps: int) -> int:
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    return int(steps)
+
+
+def uniform(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    steps = _check_steps(steps)
+    t_start = sde.T if t_start is None else t_start
+    return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
+
+
+def quadratic(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    steps = _check_steps(steps)
+    t_start = sde.T if t_start is None else t_start
+    u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return t_end + (t_start - t_end) * u * u
+
+
+def _in_noise_level(sde: SDE, steps: int, t_start: float | None, t_end: float,
+                    to_level: Callable[[Tensor], Tensor],
+                    from_level: Callable[[Tensor], Tensor]) -> Tensor:
+    """Equal steps in ``to_level(λ)``, with a final step to ``t_end`` where λ(t_end) = ∞."""
+    steps = _check_steps(steps)
+    t_start = sde.T if t_start is None else float(t_start)
+    lam_start = sde.log_snr(t_start)
+    lam_end = sde.log_snr(t_end)
+    if torch.isfinite(lam_end):
+        u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        lev_start, lev_end = to_level(lam_start), to_level(lam_end)
+        ts = sde.t_from_log_snr(from_level(lev_end + u * (lev_start - lev_end)))
+        ts[0], ts[-1] = t_start, t_end
+        return ts
+    if steps == 1:
+        return torch.tensor([t_start, t_end], dtype=torch.float64)
+    t_last = t_end + (t_start - t_end) / steps
+    head = _in_noise_level(sde, steps - 1, t_start, t_last, to_level, from_level)
+    return torch.cat([head, torch.tensor([t_end], dtype=torch.float64)])
+
+
+def logsnr(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    return _in_noise_level(sde, steps, t_start, t_end, lambda lam: lam, lambda lev: lev)
+
+
+def karras(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0,
+           rho: float = 7.0) -> Tensor:
+    # σ̄ = exp(−λ/2); level = σ̄^{1/ρ} = exp(−λ/(2ρ)).
+    return _in_noise_level(
+        sde, steps, t_start, t_end,
+        lambda lam: torch.exp(-lam / (2.0 * rho)),
+        lambda lev: -2.0 * rho * torch.log(lev),
+    )
+
+
+GRIDS: dict[str, GridFn] = {
+    "uniform": uniform,
+    "quadratic": quadratic,
+    "logsnr": logsnr,
+    "karras": karras,
+}
+
+
+def make_grid(name: str, sde: SDE, steps: int, t_start: float | None = None,
+              t_end: float = 0.0) -> Tensor:
+    """Build the grid called ``name`` (one of :data:`GRIDS`) and validate it."""
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; available: {sorted(GRIDS)}")
+    return check_timesteps(GRIDS[name](sde, steps, t_start, t_end), sde)
+
+
+def from_indices(indices: Tensor, N: int, final_zero: bool = True) -> Tensor:
+    """Times for DDPM step indices (descending), ``t_i = (i + 1)/N``, with ``t = 0`` appended.
+
+    E.g. DDIM's ``[980, 960, …, 0]`` with N = 1000 ends with a step to ``ᾱ = 1``.
+    """
+    idx = torch.as_tensor(indices, dtype=torch.float64)
+    ts = (idx + 1.0) / N
+    if final_zero:
+        ts = torch.cat([ts, torch.zeros(1, dtype=torch.float64)])
+    return ts

@@ -1,0 +1,180 @@
+"""One model contract: a network of any prediction type, wrapped once.
+
+``ScoreModel(net, sde, prediction, time_input)`` calls ``net(x, c)`` where ``c`` is the time
+as the network expects it, and turns the output into a :class:`Prediction` holding ``x0`` and
+``eps`` (the score and v follow from them). The conversions live here and nowhere else:
+
+* ``x_t = alpha·x0 + sigma·eps``            (definition of the marginal)
+* ``score = −eps / sigma``                  (Tweedie / denoising score matching)
+* ``v = alpha·eps − sigma·x0``              (Salimans & Ho), so
+  ``x0 = (alpha·x − sigma·v)/(alpha² + sigma²)``, ``eps = (sigma·x + alpha·v)/(alpha² + sigma²)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from scoresde.sde import SDE, as_time, batch_coeff
+
+PREDICTIONS = ("eps", "x0", "v", "score")
+
+
+@dataclass(frozen=True)
+class TimeInput:
+    """How time reaches a network: ``encode(t, sde)`` and, where it exists, its inverse."""
+
+    name: str
+    encode: Callable[[Tensor, SDE], Tensor]
+    decode: Callable[[Tensor, SDE], Tensor] | None = None
+
+
+TIME_INPUTS = {
+    ti.name: ti
+    for ti in (
+        TimeInput("continuous", lambda t, sde: t, lambda c, sde: c),
+        # DDPM step index: t_i = (i + 1)/N  <=>  i = t·N − 1.
+        TimeInput("index", lambda t, sde: t * sde.N - 1.0, lambda c, sde: (c + 1.0) / sde.N),
+        # score_sde's continuous VP/sub-VP label.
+        TimeInput("scaled", lambda t, sde: 999.0 * t, lambda c, sde: c / 999.0),
+        TimeInput("sigma", lambda t, sde: sde.sigma(t), lambda c, sde: _t_from_sigma(c, sde)),
+    )
+}
+
+
+def _t_from_sigma(sigma: Tensor, sde: SDE) -> Tensor:
+    """Invert the increasing ``sde.sigma`` by bisection in float64 (to 2⁻⁶⁰·T)."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    lo = torch.zeros_like(sigma, dtype=torch.float64)
+    hi = torch.full_like(lo, sde.T)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        below = sde.sigma(mid) < sigma
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model says at ``(x, t)``: the denoised ``x0`` and the noise ``eps``.
+
+    ``alpha`` and ``sigma`` are broadcast against ``x`` in its dtype. ``score`` is infinite
+    where ``sigma = 0``; samplers never evaluate the model there.
+    """
+
+    x: Tensor
+    alpha: Tensor
+    sigma: Tensor
+    x0: Tensor
+    eps: Tensor
+
+    @property
+    def score(self) -> Tensor:
+        return -self.eps / self.sigma
+
+    @property
+    def v(self) -> Tensor:
+        return self.alpha * self.eps - self.sigma * self.x0
+
+
+def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Prediction:
+    """Convert a raw network output of type ``kind`` at ``x`` into a :class:`Prediction`."""
+    if kind == "eps":
+        eps, x0 = out, (x - sigma * out) / alpha
+    elif kind == "x0":
+        x0, eps = out, (x - alpha * out) / sigma
+    elif kind == "score":
+        eps, x0 = -sigma * out, (x + sigma * sigma * out) / alpha
+    elif kind == "v":
+        norm = alpha * alpha + sigma * sigma
+        x0, eps = (alpha * x - sigma * out) / norm, (sigma * x + alpha * out) / norm
+    else:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
+    return Prediction(x=x, alpha=alpha, sigma=sigma, x0=x0, eps=eps)
+
+
+class ScoreModel(nn.Module):
+    """Wrap ``net(x, c) -> tensor shaped like x`` as a score model on ``sde``.
+
+    Args:
+        net: the network; called as ``net(x, c)`` with ``c`` of shape ``(batch,)``.
+        sde: the forward SDE the network was trained for.
+        prediction: what the network outputs: ``"eps"``, ``"x0"``, ``"v"`` or ``"score"``.
+        time_input: how ``t ∈ [0, T]`` is given to the network: ``"continuous"`` (t),
+            ``"index"`` (DDPM step ``t·N − 1``), ``"scaled"`` (``999·t``, score_sde's VP label),
+            ``"sigma"`` (``sigma(t)``, score_sde's VE label) or a callable ``t -> c``.
+    """
+
+    def __init__(
+        self,
+        net: Callable[[Tensor, Tensor], Tensor],
+        sde: SDE,
+        prediction: str = "eps",
+        time_input: str | Callable[[Tensor], Tensor] = "continuous",
+    ):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if isinstance(time_input, str) and time_input not in TIME_INPUTS:
+            raise ValueError(
+                f"time_input must be one of {sorted(TIME_INPUTS)} or a callable, got {time_input!r}"
+            )
+        if not (isinstance(time_input, str) or callable(time_input)):
+            raise TypeError(f"time_input must be a string or a callable, got {type(time_input)}")
+        self.net = net
+        self.sde = sde
+        self.prediction = prediction
+        self.time_input = time_input
+
+    def net_time(self, t: Tensor) -> Tensor:
+        """The network's time input for float64 times ``t``."""
+        if callable(self.time_input):
+            return self.time_input(t)
+        return TIME_INPUTS[self.time_input].encode(t, self.sde)
+
+    def predict(self, x: Tensor, t: float | Tensor) -> Prediction:
+        """One network call at ``(x, t)``; ``t`` a scalar or of shape ``(batch,)`` in ``[0, T]``."""
+        t = check_times(t, x, self.sde)
+        c = self.net_time(t).to(device=x.device, dtype=x.dtype)
+        out = self.net(x, c)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"the network must return a tensor shaped like its input {tuple(x.shape)}, got {got}"
+            )
+        alpha = batch_coeff(self.sde.alpha(t), x)
+        sigma = batch_coeff(self.sde.sigma(t), x)
+        return prediction_from_output(self.prediction, out, x, alpha, sigma)
+
+    def forward(self, x: Tensor, t: float | Tensor) -> Prediction:
+        return self.predict(x, t)
+
+    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
+        return self.predict(x, t).score
+
+    def eps(self, x: Tensor, t: float | Tensor) -> Tensor:
+        return self.predict(x, t).eps
+
+    def x0(self, x: Tensor, t: float | Tensor) -> Tensor:
+        return self.predict(x, t).x0
+
+    def v(self, x: Tensor, t: float | Tensor) -> Tensor:
+        return self.predict(x, t).v
+
+
+def check_times(t: float | Tensor, x: Tensor, sde: SDE) -> Tensor:
+    """Validate ``t`` against a batch ``x`` and return it as float64 of shape ``(batch,)``."""
+    t = as_time(t, x)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    elif t.shape != (x.shape[0],):
+        raise ValueError(
+            f"t must be a scalar or of shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}"
+        )
+    if (t < 0).any() or (t > sde.T).any():
+        raise ValueError(f"times must lie in [0, T={sde.T}], got min {t.min():.6g}, max {t.max():.6g}")
+    return t

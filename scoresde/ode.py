@@ -1,0 +1,151 @@
+"""ODE backends behind one interface: ``solve(func, y0, grid, method, rtol, atol)``.
+
+``func(s, y)`` is a vector field with ``s`` a float64 scalar tensor and ``y`` a tensor of any
+shape. ``grid`` is the 1-D tensor of times to step through: every point for the fixed-step
+methods, only its ends for the adaptive ones. Integration may run forwards or backwards.
+
+* Built-in fixed-step Runge–Kutta methods are data: a :class:`ButcherTableau` and its order,
+  run by one stepping function (pure torch, differentiable, on any device).
+* ``torchdiffeq`` adaptive methods (``dopri5``, ``dopri8``, ``bosh3``, ``adaptive_heun``,
+  ``fehlberg2``) run on the state's device.
+* ``scipy`` methods (``RK45``, ``RK23``, ``DOP853``, ``LSODA``, ``Radau``, ``BDF``) run on the
+  host in float64; every evaluation copies the state to and from the device.
+
+A step that ends at ``s = 0`` is taken with Euler whatever the tableau: the fields integrated
+here (the PF-ODE in ``σ̄``) are evaluated only at ``σ̄ > 0``, as EDM's samplers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+VectorField = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    """An explicit Runge–Kutta method: nodes ``c``, matrix ``a`` (lower-triangular rows), weights ``b``."""
+
+    name: str
+    order: int
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+
+
+EULER = ButcherTableau("euler", 1, c=(0.0,), a=((),), b=(1.0,))
+MIDPOINT = ButcherTableau("midpoint", 2, c=(0.0, 0.5), a=((), (0.5,)), b=(0.0, 1.0))
+HEUN = ButcherTableau("heun", 2, c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5))
+RALSTON3 = ButcherTableau(
+    "ralston3", 3, c=(0.0, 0.5, 0.75), a=((), (0.5,), (0.0, 0.75)), b=(2 / 9, 1 / 3, 4 / 9)
+)
+RK4 = ButcherTableau(
+    "rk4", 4,
+    c=(0.0, 0.5, 0.5, 1.0),
+    a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
+    b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+)
+
+FIXED_STEP: dict[str, ButcherTableau] = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RALSTON3, RK4)}
+TORCHDIFFEQ_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
+SCIPY_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "Radau", "BDF")
+
+
+def methods() -> list[str]:
+    """Every method name :func:`solve` accepts."""
+    return [*FIXED_STEP, *TORCHDIFFEQ_METHODS, *SCIPY_METHODS]
+
+
+def is_adaptive(method: str) -> bool:
+    check_method(method)
+    return method not in FIXED_STEP
+
+
+def check_method(method: str) -> None:
+    if method not in methods():
+        raise ValueError(f"unknown ODE method {method!r}; available: {methods()}")
+
+
+def rk_step(func: VectorField, s: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau) -> Tensor:
+    """One explicit Runge–Kutta step ``y(s) -> y(s + h)``."""
+    k: list[Tensor] = []
+    for c_i, a_i in zip(tableau.c, tableau.a):
+        y_i = y
+        for a_ij, k_j in zip(a_i, k):
+            if a_ij != 0.0:
+                y_i = y_i + (h * a_ij).to(y.dtype) * k_j
+        k.append(func(s + c_i * h, y_i))
+    update = sum((h * b_i).to(y.dtype) * k_i for b_i, k_i in zip(tableau.b, k) if b_i != 0.0)
+    return y + update
+
+
+def integrate_fixed(func: VectorField, y0: Tensor, grid: Tensor, tableau: ButcherTableau,
+                    on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """Step through every point of ``grid``; ``on_step(i, y)`` after step ``i``."""
+    y = y0
+    for i in range(len(grid) - 1):
+        s, h = grid[i], grid[i + 1] - grid[i]
+        y = rk_step(func, s, y, h, EULER if grid[i + 1] == 0 else tableau)
+        if on_step is not None:
+            on_step(i, y)
+    return y
+
+
+def _solve_torchdiffeq(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: str,
+                       rtol: float, atol: float) -> Tensor:
+    from torchdiffeq import odeint
+
+    # Solve in u ∈ [0, 1], s = s0 + u (s1 − s0), so that a float32 state does not round the
+    # end times (torchdiffeq keeps time in the state's dtype).
+    span = s1 - s0
+
+    def rescaled(u: Tensor, y: Tensor) -> Tensor:
+        return (span * func(s0 + u.to(torch.float64) * span, y).to(torch.float64)).to(y.dtype)
+
+    unit = torch.tensor([0.0, 1.0], device=y0.device, dtype=y0.dtype)
+    # step_t stops the solver at u = 1 instead of stepping past it and interpolating back:
+    # beyond the end the field may not exist (sigma_bar < 0).
+    return odeint(rescaled, y0, unit, method=method, rtol=rtol, atol=atol,
+                  options={"step_t": unit[1:]})[-1]
+
+
+def _solve_scipy(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: str,
+                 rtol: float, atol: float) -> Tensor:
+    import numpy as np
+    from scipy.integrate import solve_ivp
+
+    shape, dtype, device = y0.shape, y0.dtype, y0.device
+
+    def rhs(s: float, y: np.ndarray) -> np.ndarray:
+        yt = torch.from_numpy(y).reshape(shape).to(device=device, dtype=dtype)
+        out = func(torch.tensor(s, dtype=torch.float64), yt)
+        return out.detach().to("cpu", torch.float64).numpy().ravel()
+
+    y_np = y0.detach().to("cpu", torch.float64).numpy().ravel()
+    res = solve_ivp(rhs, (float(s0), float(s1)), y_np, method=method, rtol=rtol, atol=atol)
+    if not res.success:
+        raise RuntimeError(f"scipy solve_ivp({method}) failed: {res.message}")
+    return torch.from_numpy(res.y[:, -1]).reshape(shape).to(device=device, dtype=dtype)
+
+
+def solve(func: VectorField, y0: Tensor, grid: Tensor, method: str = "dopri5",
+          rtol: float = 1e-5, atol: float = 1e-5,
+          on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """Integrate ``dy/ds = func(s, y)`` from ``grid[0]`` to ``grid[-1]``; returns ``y(grid[-1])``.
+
+    Fixed-step methods visit every grid point (``on_step`` is called after each step);
+    adaptive ones use only the ends and choose their own steps to meet ``rtol``/``atol``
+    (measured over the whole state, so a batch shares one step size).
+    """
+    check_method(method)
+    grid = torch.as_tensor(grid, dtype=torch.float64)
+    if method in FIXED_STEP:
+        return integrate_fixed(func, y0, grid, FIXED_STEP[method], on_step)
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    solver = _solve_torchdiffeq if method in TORCHDIFFEQ_METHODS else _solve_scipy
+    return solver(func, y0, grid[0], grid[-1], method, rtol, atol)

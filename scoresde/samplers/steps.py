@@ -1,0 +1,63 @@
+"""Step maths shared by the samplers: Gaussian reverse steps between two times ``s < t``.
+
+The forward transition of every SDE here is Gaussian, ``x_t | x_s ~ N(a·x_s, σ²_{t|s})`` with
+``a = alpha_t/alpha_s`` and ``σ²_{t|s} = sigma_t²·(1 − δ)``, where
+
+    δ = (a·sigma_s / sigma_t)²  ∈ [0, 1)
+
+is the share of ``x_t``'s noise already present at ``s``. The posterior ``q(x_s | x_t, x_0)`` has
+variance ``σ̃² = sigma_s²·(1 − δ)`` (DDPM's β̃ for VP, SMLD's for VE).
+
+Every reverse step keeping the marginals ``N(alpha_s·x_0, sigma_s²)`` given ``x_0`` is (DDIM,
+Song et al. 2021, eq. 12)
+
+    x_s = alpha_s·x0 + sqrt(sigma_s² − c²)·eps + c·z,
+
+with ``x0``, ``eps`` the prediction at ``(x_t, t)``: ``c = 0`` is DDIM (the Euler step of the
+PF-ODE), ``c = η·σ̃`` DDIM-η, ``c = σ̃`` DDPM ancestral sampling. DDPM's "β" variance keeps the
+posterior mean and draws the noise with ``σ_{t|s}`` instead. The coefficients are written in
+terms of δ so that none is a difference of nearly equal numbers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from scoresde.model import Prediction
+from scoresde.sde import SDE, batch_coeff
+
+VARIANCES = ("posterior", "beta")
+
+
+def noise_share(sde: SDE, t: Tensor, s: Tensor) -> Tensor:
+    """``δ = (alpha_t·sigma_s / (alpha_s·sigma_t))²`` in float64."""
+    return (sde.alpha(t) * sde.sigma(s) / (sde.alpha(s) * sde.sigma(t))) ** 2
+
+
+def ddim_coefficients(sde: SDE, t: Tensor, s: Tensor, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(alpha_s, sqrt(sigma_s² − c²), c)`` with ``c = η·σ̃``."""
+    delta = noise_share(sde, t, s)
+    sigma_s = sde.sigma(s)
+    eps_coef = sigma_s * torch.sqrt((1.0 - eta * eta) + eta * eta * delta)
+    return sde.alpha(s), eps_coef, eta * sigma_s * torch.sqrt(1.0 - delta)
+
+
+def ancestral_coefficients(sde: SDE, t: Tensor, s: Tensor, variance: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Posterior mean with noise std ``σ̃`` (``"posterior"``) or ``σ_{t|s}`` (``"beta"``)."""
+    if variance not in VARIANCES:
+        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    delta = noise_share(sde, t, s)
+    sigma_s = sde.sigma(s)
+    noise_scale = sigma_s if variance == "posterior" else sde.sigma(t)
+    return sde.alpha(s), sigma_s * torch.sqrt(delta), noise_scale * torch.sqrt(1.0 - delta)
+
+
+def gaussian_step(pred: Prediction, alpha_s: Tensor, eps_coef: Tensor, noise_std: Tensor,
+                  z: Tensor | None) -> Tensor:
+    """``x_s = alpha_s·x0 + eps_coef·eps + noise_std·z``; ``z = None`` draws no noise."""
+    x = pred.x
+    out = batch_coeff(alpha_s, x) * pred.x0 + batch_coeff(eps_coef, x) * pred.eps
+    if z is not None:
+        out = out + batch_coeff(noise_std, x) * z
+    return out

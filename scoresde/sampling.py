@@ -1,0 +1,155 @@
+"""``sample``: the one entry point that runs any registered sampler on any model.
+
+It validates the request, builds the time grid, draws ``x_T`` from the prior, counts network
+evaluations exactly and optionally finishes with a Tweedie denoising step
+``x_0 = E[x_0 | x_{t_end}]`` (one more evaluation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scoresde import grids, samplers
+from scoresde.model import ScoreModel
+from scoresde.noise import NoiseSource, as_noise
+from scoresde.samplers.base import Callback, CountingModel, SamplerSpec
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """Samples ``x``, the exact number of network evaluations ``nfe`` and the grid used."""
+
+    x: Tensor
+    nfe: int
+    timesteps: Tensor
+
+
+def _resolve(sampler: str | SamplerSpec) -> SamplerSpec:
+    if isinstance(sampler, SamplerSpec):
+        return sampler
+    if not isinstance(sampler, str):
+        raise TypeError(f"sampler must be a name or a SamplerSpec, got {type(sampler).__name__}")
+    return samplers.get(sampler)
+
+
+def _time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], steps: int | None,
+               timesteps: Tensor | None, grid: str | None, t_start: float | None,
+               t_end: float | None) -> Tensor:
+    sde = model.sde
+    if timesteps is not None:
+        if steps is not None or grid is not None or t_start is not None or t_end is not None:
+            raise ValueError("pass either timesteps or steps/grid/t_start/t_end, not both")
+        return grids.check_timesteps(timesteps, sde)
+    t_start = sde.T if t_start is None else t_start
+    t_end = spec.t_end if t_end is None else t_end
+    if not 0.0 <= t_end < t_start <= sde.T:
+        raise ValueError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
+    if not spec.uses_grid(options):
+        if steps is not None or grid is not None:
+            raise ValueError(
+                f"an adaptive solver chooses its own steps; got steps={steps!r}, grid={grid!r} "
+                "(use rtol/atol, or a fixed-step method such as 'heun' or 'rk4')"
+            )
+        return torch.tensor([t_start, t_end], dtype=torch.float64)
+    if steps is None:
+        raise ValueError("steps is required (an integer >= 1), or pass an explicit timesteps tensor")
+    return grids.make_grid(grid or spec.grid, sde, steps, t_start, t_end)
+
+
+def sample(
+    model: ScoreModel,
+    shape: tuple[int, ...],
+    sampler: str | SamplerSpec = "ddim",
+    steps: int | None = None,
+    *,
+    generator: torch.Generator | NoiseSource | None = None,
+    timesteps: Tensor | None = None,
+    grid: str | None = None,
+    t_start: float | None = None,
+    t_end: float | None = None,
+    denoise: bool | None = None,
+    x_T: Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> SampleResult:
+    """Draw ``shape`` samples from ``model`` with ``sampler``.
+
+    Args:
+        model: a :class:`~scoresde.ScoreModel`.
+        shape: ``(batch, ...)`` of the samples.
+        sampler: a name from ``scoresde.samplers.available()`` or a ``SamplerSpec``.
+        steps: number of grid steps (fixed-step samplers); NFE follows from it exactly.
+        generator: a ``torch.Generator`` or :class:`~scoresde.PerSampleNoise`; required
+            unless the sampler is deterministic and ``x_T`` is given.
+        timesteps: an explicit strictly decreasing grid in ``[0, T]`` instead of ``steps``.
+        grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"`` or ``"karras"`` (default: the
+            sampler's measured default).
+        t_start, t_end: ends of the grid (default ``T`` and the sampler's default).
+        denoise: finish with ``x_0 = x0(x, t_end)`` (one more network call).
+        x_T: the starting state at ``t_start`` (default: a draw from the prior).
+        callback: called after every step with ``{"i", "t", "x", "x0"}``.
+        progress: show a tqdm progress bar over the steps.
+        **options: sampler options, e.g. ``eta`` (ddim), ``predictor``, ``corrector``,
+            ``snr``, ``n_corrector`` (pc), ``method``, ``rtol``, ``atol`` (ode),
+            ``variance`` (ancestral).
+
+    Returns:
+        a :class:`SampleResult` with ``.x`` and ``.nfe``.
+    """
+    spec = _resolve(sampler)
+    sde = model.sde
+    shape = tuple(shape)
+    if len(shape) < 1 or not all(isinstance(n, int) and n >= 1 for n in shape):
+        raise ValueError(f"shape must be a tuple of positive ints (batch, ...), got {shape}")
+    ts = _time_grid(spec, model, options, steps, timesteps, grid, t_start, t_end)
+    denoise = spec.denoise if denoise is None else bool(denoise)
+    if denoise and sde.sigma(ts[-1]) == 0:
+        raise ValueError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
+
+    if x_T is not None:
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
+        if not torch.isfinite(x_T).all():
+            raise ValueError("x_T must be finite")
+    elif ts[0] < sde.T:
+        raise ValueError(f"starting at t={float(ts[0]):.4g} < T needs x_T (the prior sits at T)")
+    needs_noise = spec.is_stochastic(options) or x_T is None
+    noise = as_noise(generator) if needs_noise or generator is not None else None
+    if x_T is None:
+        x = sde.prior_std * noise.randn(shape, dtype, torch.device(device or "cpu"))
+    else:
+        x = x_T
+
+    counting = CountingModel(model)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ts) - 1, unit="step", desc=getattr(spec.fn, "__name__", "sample"))
+
+    def on_step(info: dict[str, Any]) -> None:
+        if bar is not None:
+            bar.update(1)
+        if callback is not None:
+            callback(info)
+
+    try:
+        x = spec.fn(counting, x, ts, noise, callback=on_step, **options)
+        if denoise:
+            x = counting.predict(x, ts[-1]).x0
+    finally:
+        if bar is not None:
+            bar.close()
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(
+            f"sampling produced non-finite values ({sampler!r}, {len(ts) - 1} steps, "
+            f"options {options}); check the model's outputs and the grid"
+        )
+    return SampleResult(x=x, nfe=counting.nfe, timesteps=ts)

@@ -1,0 +1,148 @@
+"""VP noise schedules: ``log ᾱ(t)``, ``β(t) = −d log ᾱ/dt`` and the inverse ``t(log ᾱ)``.
+
+All in float64. A schedule is shared by :class:`~scoresde.sde.VPSDE` and
+:class:`~scoresde.sde.SubVPSDE`, which differ only in how ``sigma`` follows from ``ᾱ``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import torch
+from torch import Tensor
+
+
+class Schedule(abc.ABC):
+    @abc.abstractmethod
+    def log_alpha_bar(self, t: Tensor) -> Tensor:
+        """``log ᾱ(t)``, with ``ᾱ(0) = 1``, strictly decreasing."""
+
+    @abc.abstractmethod
+    def beta(self, t: Tensor) -> Tensor:
+        """``β(t) = −d log ᾱ(t) / dt``."""
+
+    @abc.abstractmethod
+    def t_from_log_alpha_bar(self, log_alpha_bar: Tensor) -> Tensor:
+        """Inverse of ``log_alpha_bar``."""
+
+    def discrete_betas(self, N: int) -> Tensor:
+        """β table of length N with ``∏_{j≤i}(1 − β_j) = ᾱ((i+1)/N)``."""
+        t = torch.arange(N + 1, dtype=torch.float64) / N
+        return -torch.expm1(torch.diff(self.log_alpha_bar(t)))
+
+
+class LinearSchedule(Schedule):
+    """``β(t) = β_min + t (β_max − β_min)``, ``log ᾱ(t) = −β_min t − ½ (β_max − β_min) t²``."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 < beta_min <= beta_max:
+            raise ValueError(
+                f"need 0 < beta_min <= beta_max, got beta_min={beta_min}, beta_max={beta_max}"
+            )
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def log_alpha_bar(self, t: Tensor) -> Tensor:
+        return -self.beta_min * t - 0.5 * (self.beta_max - self.beta_min) * t * t
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def t_from_log_alpha_bar(self, log_alpha_bar: Tensor) -> Tensor:
+        # Root of ½Δ t² + β_min t + l = 0, in the form that is stable for Δ → 0.
+        b0, db = self.beta_min, self.beta_max - self.beta_min
+        l = torch.as_tensor(log_alpha_bar, dtype=torch.float64)
+        return -2.0 * l / (b0 + torch.sqrt(b0 * b0 - 2.0 * db * l))
+
+    def discrete_betas(self, N: int) -> Tensor:
+        """score_sde's DDPM table ``linspace(β_min/N, β_max/N, N)``: ``β_i = β(i/(N−1))/N``.
+
+        With the defaults and N = 1000 this is DDPM's linear schedule 1e-4 → 0.02. It is the
+        Euler discretization of the SDE, so its ``∏(1 − β_j)`` matches ``ᾱ`` only to O(1/N).
+        """
+        return torch.linspace(self.beta_min / N, self.beta_max / N, N, dtype=torch.float64)
+
+    def __repr__(self) -> str:
+        return f"LinearSchedule(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+class CosineSchedule(Schedule):
+    """Nichol & Dhariwal (2021): ``ᾱ = cos²(φ(u)) / cos²(φ(0))``, ``φ(u) = (u + s)/(1 + s)·π/2``.
+
+    ``ᾱ`` reaches 0 at ``u = 1``, where ``β`` diverges, so physical time ``t ∈ [0, 1]`` maps to
+    ``u = t·t_max`` with ``t_max = 0.9946`` (as in DPM-Solver), which keeps ``ᾱ(1) ≈ 4e-5``.
+    """
+
+    def __init__(self, s: float = 0.008, t_max: float = 0.9946):
+        if not (s > 0 and 0 < t_max < 1):
+            raise ValueError(f"need s > 0 and 0 < t_max < 1, got s={s}, t_max={t_max}")
+        self.s, self.t_max = float(s), float(t_max)
+        self._log_cos0 = math.log(math.cos(self._phi(0.0)))
+
+    def _phi(self, u):
+        return (u + self.s) / (1.0 + self.s) * (math.pi / 2)
+
+    def log_alpha_bar(self, t: Tensor) -> Tensor:
+        return 2.0 * (torch.log(torch.cos(self._phi(t * self.t_max))) - self._log_cos0)
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.t_max * math.pi / (1.0 + self.s) * torch.tan(self._phi(t * self.t_max))
+
+    def t_from_log_alpha_bar(self, log_alpha_bar: Tensor) -> Tensor:
+        l = torch.as_tensor(log_alpha_bar, dtype=torch.float64)
+        phi = torch.arccos(torch.exp(0.5 * l + self._log_cos0))
+        u = phi * (2.0 / math.pi) * (1.0 + self.s) - self.s
+        return u / self.t_max
+
+    def __repr__(self) -> str:
+        return f"CosineSchedule(s={self.s}, t_max={self.t_max})"
+
+
+class DiscreteSchedule(Schedule):
+    """An exact DDPM table: step ``i`` sits at ``t_i = (i+1)/N`` with ``ᾱ(t_i) = ∏_{j≤i}(1 − β_j)``.
+
+    ``ᾱ(0) = 1`` and ``log ᾱ`` is linear in t between the knots ``0, 1/N, …, 1``, so ``β(t)`` is
+    piecewise constant, ``−N log(1 − β_i)`` on ``(i/N, (i+1)/N]``.
+    """
+
+    def __init__(self, betas: Tensor):
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or len(betas) < 1:
+            raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+        if not (torch.isfinite(betas).all() and (betas > 0).all() and (betas < 1).all()):
+            raise ValueError("every beta must lie in (0, 1)")
+        self.betas = betas
+        self.N = len(betas)
+        zero = torch.zeros(1, dtype=torch.float64)
+        self._knots = torch.cat([zero, torch.cumsum(torch.log1p(-betas), 0)])  # log ᾱ at k/N
+
+    def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        p = t * self.N
+        i = (torch.ceil(p) - 1).clamp(0, self.N - 1).long()
+        return i, p - i
+
+    def log_alpha_bar(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        knots = self._knots.to(t.device)
+        i, frac = self._segment(t)
+        return torch.lerp(knots[i], knots[i + 1], frac)
+
+    def beta(self, t: Tensor) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        i, _ = self._segment(t)
+        return -self.N * torch.log1p(-self.betas.to(t.device)[i])
+
+    def t_from_log_alpha_bar(self, log_alpha_bar: Tensor) -> Tensor:
+        l = torch.as_tensor(log_alpha_bar, dtype=torch.float64)
+        neg = -self._knots.to(l.device)  # increasing
+        i = (torch.searchsorted(neg, -l.contiguous()) - 1).clamp(0, self.N - 1)
+        frac = (-l - neg[i]) / (neg[i + 1] - neg[i])
+        return (i + frac) / self.N
+
+    def discrete_betas(self, N: int) -> Tensor:
+        if N != self.N:
+            raise ValueError(f"this table has N={self.N} steps, asked for {N}")
+        return self.betas
+
+    def __repr__(self) -> str:
+        return f"DiscreteSchedule(N={self.N})"

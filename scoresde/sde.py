@@ -1,0 +1,341 @@
+"""Forward SDEs with affine drift: ``dx = f(t) x dt + g(t) dw`` on ``t ∈ [0, T]``, ``T = 1``.
+
+Every SDE here has Gaussian marginals ``x_t = alpha(t) x_0 + sigma(t) z`` and exposes
+
+* ``alpha(t)``, ``sigma(t)``, ``log_snr(t) = 2 (log alpha − log sigma)`` and the inverse
+  ``t_from_log_snr``;
+* the drift coefficient ``f(t) = d log alpha / dt`` and ``g2(t) = g(t)²``, tied to the
+  marginals by ``(sigma²)' = 2 f sigma² + g²``;
+* ``marginal_prob``, ``prior_sample``, ``prior_logp``, ``discretize`` and ``reverse``
+  in the conventions of score_sde.
+
+Times and schedule coefficients are computed in float64 and returned as float64 tensors;
+callers cast them to the state's dtype. Samplers never branch on the SDE type: everything
+they need is ``alpha``, ``sigma``, ``f`` and ``g2``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from scoresde.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule, Schedule
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def as_time(t: float | Tensor, like: Tensor | None = None) -> Tensor:
+    """``t`` as a float64 tensor (on ``like``'s device when given), checked to be finite."""
+    device = like.device if like is not None else None
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"times must be finite, got {t}")
+    return t
+
+
+def batch_coeff(c: Tensor, x: Tensor) -> Tensor:
+    """Broadcast a per-sample (or scalar) float64 coefficient against ``x`` in ``x``'s dtype."""
+    c = c.to(device=x.device, dtype=x.dtype)
+    if c.ndim == 0:
+        return c
+    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim))
+
+
+class SDE(abc.ABC):
+    """Base class of the forward SDEs. ``N`` is the number of discretization steps."""
+
+    T: float = 1.0
+
+    def __init__(self, N: int):
+        if int(N) != N or N < 1:
+            raise ValueError(f"N must be a positive integer, got {N!r}")
+        self.N = int(N)
+
+    # --- the schedule: every subclass defines these -------------------------------------
+    @abc.abstractmethod
+    def alpha(self, t: float | Tensor) -> Tensor:
+        """Mean coefficient: ``E[x_t | x_0] = alpha(t) x_0``."""
+
+    @abc.abstractmethod
+    def sigma(self, t: float | Tensor) -> Tensor:
+        """Marginal standard deviation of ``x_t | x_0``."""
+
+    @abc.abstractmethod
+    def log_snr(self, t: float | Tensor) -> Tensor:
+        """``λ(t) = log(alpha² / sigma²)``, strictly decreasing in t."""
+
+    @abc.abstractmethod
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        """Inverse of ``log_snr`` (float64)."""
+
+    @abc.abstractmethod
+    def f(self, t: float | Tensor) -> Tensor:
+        """Drift coefficient ``f(t)`` of ``dx = f(t) x dt + g(t) dw``."""
+
+    @abc.abstractmethod
+    def g2(self, t: float | Tensor) -> Tensor:
+        """Squared diffusion coefficient ``g(t)²``."""
+
+    @property
+    @abc.abstractmethod
+    def prior_std(self) -> float:
+        """Standard deviation of the isotropic Gaussian prior ``p_T``."""
+
+    # --- derived quantities ---------------------------------------------------------------
+    def sigma_bar(self, t: float | Tensor) -> Tensor:
+        """``sigma/alpha = exp(−λ/2)``: the noise level of ``x/alpha`` (EDM's σ for VP)."""
+        return torch.exp(-0.5 * self.log_snr(t))
+
+    def t_from_sigma_bar(self, sigma_bar: Tensor) -> Tensor:
+        """Inverse of ``sigma_bar``."""
+        sigma_bar = torch.as_tensor(sigma_bar, dtype=torch.float64)
+        return self.t_from_log_snr(-2.0 * torch.log(sigma_bar))
+
+    def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
+        return batch_coeff(self.f(t), x) * x
+
+    def diffusion(self, t: float | Tensor) -> Tensor:
+        return torch.sqrt(self.g2(t))
+
+    def sde(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """``(drift, diffusion)`` at ``(x, t)`` as in score_sde; diffusion is per time."""
+        return self.drift(x, t), self.diffusion(as_time(t, x))
+
+    def marginal_prob(self, x0: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std of ``p_t(x_t | x_0)``; the std is float64, of the shape of ``t``."""
+        t = as_time(t, x0)
+        return batch_coeff(self.alpha(t), x0) * x0, self.sigma(t)
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Draw from ``N(0, prior_std² I)``."""
+        z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        return self.prior_std * z
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """Log-density of the prior per sample (sums over all but the first axis), in nats."""
+        d = z[0].numel()
+        s2 = self.prior_std**2
+        sq = z.flatten(1).pow(2).sum(1)
+        return -0.5 * d * math.log(2 * math.pi * s2) - sq / (2 * s2)
+
+    def discretize(self, x: Tensor, t: float | Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:
+        """Forward step from ``t − dt`` to ``t``: ``x_t ≈ x_{t−dt} + f + G z``, returns ``(f, G)``.
+
+        The base class is Euler–Maruyama: ``f = f(t) x dt``, ``G = g(t) sqrt(dt)``.
+        VP overrides it with the DDPM form and VE with the SMLD form.
+        """
+        t, dt = as_time(t, x), as_time(dt, x)
+        return self.drift(x, t) * batch_coeff(dt, x), torch.sqrt(self.g2(t) * dt)
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse-time SDE (or, with ``probability_flow``, the PF-ODE) for ``score_fn``."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(N={self.N})"
+
+
+@dataclass(frozen=True)
+class ReverseSDE:
+    """``dx = [f x − c g² ∇log p_t(x)] dt + g' dw̄`` run from T to 0.
+
+    ``c = 1``, ``g' = g`` for the reverse SDE; ``c = ½``, ``g' = 0`` for the probability-flow ODE.
+    Both methods return quantities for a step *backwards* in time, as score_sde does.
+    """
+
+    forward: SDE
+    score_fn: ScoreFn
+    probability_flow: bool = False
+
+    @property
+    def _c(self) -> float:
+        return 0.5 if self.probability_flow else 1.0
+
+    def sde(self, x: Tensor, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """Reverse drift and diffusion at ``(x, t)``."""
+        t = as_time(t, x)
+        g2 = self.forward.g2(t)
+        drift = self.forward.drift(x, t) - batch_coeff(self._c * g2, x) * self.score_fn(x, t)
+        diffusion = torch.zeros_like(g2) if self.probability_flow else torch.sqrt(g2)
+        return drift, diffusion
+
+    def discretize(self, x: Tensor, t: float | Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:
+        """``(rev_f, rev_G)`` with ``x_{t−dt} = x_t − rev_f + rev_G z`` (reverse-diffusion form)."""
+        t = as_time(t, x)
+        f, G = self.forward.discretize(x, t, dt)
+        rev_f = f - batch_coeff(self._c * G**2, x) * self.score_fn(x, t)
+        rev_G = torch.zeros_like(G) if self.probability_flow else G
+        return rev_f, rev_G
+
+
+class _VPFamily(SDE):
+    """SDEs whose mean coefficient is ``alpha = sqrt(ᾱ(t))`` for a VP noise schedule."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+        super().__init__(N)
+        self.schedule: Schedule = LinearSchedule(beta_min, beta_max)
+
+    @classmethod
+    def _from_schedule(cls, schedule: Schedule, N: int):
+        obj = cls.__new__(cls)
+        SDE.__init__(obj, N)
+        obj.schedule = schedule
+        return obj
+
+    @classmethod
+    def cosine(cls, s: float = 0.008, t_max: float = 0.9946, N: int = 1000):
+        """Nichol & Dhariwal's cosine schedule; see :class:`CosineSchedule`."""
+        return cls._from_schedule(CosineSchedule(s=s, t_max=t_max), N)
+
+    @classmethod
+    def from_betas(cls, betas: Tensor):
+        """A discrete DDPM schedule: ``ᾱ(t_i) = ∏_{j≤i}(1 − β_j)`` exactly at ``t_i = (i+1)/N``."""
+        schedule = DiscreteSchedule(torch.as_tensor(betas, dtype=torch.float64))
+        return cls._from_schedule(schedule, len(schedule.betas))
+
+    def log_alpha_bar(self, t: float | Tensor) -> Tensor:
+        return self.schedule.log_alpha_bar(as_time(t))
+
+    def beta(self, t: float | Tensor) -> Tensor:
+        """``β(t) = −d log ᾱ / dt``."""
+        return self.schedule.beta(as_time(t))
+
+    def alpha(self, t: float | Tensor) -> Tensor:
+        return torch.exp(0.5 * self.log_alpha_bar(t))
+
+    def f(self, t: float | Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    @property
+    def discrete_betas(self) -> Tensor:
+        """The DDPM β table of length N this SDE stands for (see the schedule's docstring)."""
+        return self.schedule.discrete_betas(self.N)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.schedule!r}, N={self.N})"
+
+
+class VPSDE(_VPFamily):
+    """Variance-preserving SDE: ``dx = −½β(t) x dt + sqrt(β(t)) dw``.
+
+    ``alpha = sqrt(ᾱ)``, ``sigma = sqrt(1 − ᾱ)``. ``VPSDE(beta_min, beta_max, N)`` is the
+    continuous linear schedule; ``VPSDE.cosine()`` and ``VPSDE.from_betas(betas)`` the others.
+    ``discretize`` is the DDPM form ``x_t = sqrt(1 − β̂) x_{t−dt} + sqrt(β̂) z`` with the
+    exact transition ``β̂ = 1 − ᾱ(t)/ᾱ(t − dt)`` (exactly β_i on a ``from_betas`` grid).
+    """
+
+    def sigma(self, t: float | Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(self.log_alpha_bar(t)))
+
+    def log_snr(self, t: float | Tensor) -> Tensor:
+        la = self.log_alpha_bar(t)
+        return la - torch.log(-torch.expm1(la))
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        return self.schedule.t_from_log_alpha_bar(torch.nn.functional.logsigmoid(lam))
+
+    def g2(self, t: float | Tensor) -> Tensor:
+        return self.beta(t)
+
+    def discretize(self, x: Tensor, t: float | Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:
+        t, dt = as_time(t, x), as_time(dt, x)
+        beta_hat = -torch.expm1(self.log_alpha_bar(t) - self.log_alpha_bar(t - dt))
+        f = batch_coeff(torch.sqrt(1.0 - beta_hat) - 1.0, x) * x
+        return f, torch.sqrt(beta_hat)
+
+
+class SubVPSDE(_VPFamily):
+    """Sub-VP SDE (Song et al. 2021): ``dx = −½β x dt + sqrt(β (1 − ᾱ²)) dw``.
+
+    ``alpha = sqrt(ᾱ)``, ``sigma = 1 − ᾱ`` (≤ the VP sigma). ``discretize`` is Euler–Maruyama.
+    """
+
+    def sigma(self, t: float | Tensor) -> Tensor:
+        return -torch.expm1(self.log_alpha_bar(t))
+
+    def log_snr(self, t: float | Tensor) -> Tensor:
+        la = self.log_alpha_bar(t)
+        return la - 2.0 * torch.log(-torch.expm1(la))
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        # sigma_bar = (1 − u²)/u with u = sqrt(ᾱ)  =>  u = 2 / (sigma_bar + sqrt(sigma_bar² + 4)).
+        sb = torch.exp(-0.5 * torch.as_tensor(lam, dtype=torch.float64))
+        u = 2.0 / (sb + torch.sqrt(sb * sb + 4.0))
+        return self.schedule.t_from_log_alpha_bar(2.0 * torch.log(u))
+
+    def g2(self, t: float | Tensor) -> Tensor:
+        return self.beta(t) * -torch.expm1(2.0 * self.log_alpha_bar(t))
+
+
+class VESDE(SDE):
+    """Variance-exploding SDE: ``dx = sqrt(d sigma²/dt) dw``, ``sigma(t) = σ_min (σ_max/σ_min)^t``.
+
+    ``alpha = 1``; the prior is ``N(0, σ_max² I)``. As in score_sde, the marginal at ``t`` has
+    std ``sigma(t)`` (so ``t = 0`` carries ``σ_min`` of noise). ``discretize`` is the SMLD form
+    ``x_t = x_{t−dt} + sqrt(sigma(t)² − sigma(t−dt)²) z``.
+    """
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
+        super().__init__(N)
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(
+                f"VESDE needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, "
+                f"sigma_max={sigma_max}"
+            )
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def alpha(self, t: float | Tensor) -> Tensor:
+        return torch.ones_like(as_time(t))
+
+    def sigma(self, t: float | Tensor) -> Tensor:
+        return self.sigma_min * torch.exp(as_time(t) * self._log_ratio)
+
+    def log_snr(self, t: float | Tensor) -> Tensor:
+        return -2.0 * torch.log(self.sigma(t))
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        lam = torch.as_tensor(lam, dtype=torch.float64)
+        return (-0.5 * lam - math.log(self.sigma_min)) / self._log_ratio
+
+    def f(self, t: float | Tensor) -> Tensor:
+        return torch.zeros_like(as_time(t))
+
+    def g2(self, t: float | Tensor) -> Tensor:
+        return 2.0 * self._log_ratio * self.sigma(t) ** 2
+
+    @property
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    @property
+    def discrete_sigmas(self) -> Tensor:
+        """score_sde's SMLD table: N geometric noise levels from σ_min to σ_max."""
+        return torch.exp(
+            torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N,
+                           dtype=torch.float64)
+        )
+
+    def discretize(self, x: Tensor, t: float | Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:
+        t, dt = as_time(t, x), as_time(dt, x)
+        G = torch.sqrt(self.sigma(t) ** 2 - self.sigma(t - dt) ** 2)
+        return torch.zeros_like(x), G
+
+    def __repr__(self) -> str:
+        return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, N={self.N})"
