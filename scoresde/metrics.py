@@ -25,7 +25,9 @@ def mmd2(x: Tensor, y: Tensor, bandwidths: tuple[float, ...] = (0.1, 0.3, 1.0, 3
     """Unbiased MMD² between samples ``x`` (n, …) and ``y`` (m, …); n, m ≥ 2."""
     x, y = _flat(x), _flat(y)
     if x.shape[1] != y.shape[1] or len(x) < 2 or len(y) < 2:
-        raise ValueError(f"need two sets of >= 2 samples of one dimension, got {tuple(x.shape)}, {tuple(y.shape)}")
+        raise ValueError(
+            f"need two sets of >= 2 samples of one dimension, got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
 
     def kernel(a: Tensor, b: Tensor) -> Tensor:
         d2 = torch.cdist(a, b).pow(2)
