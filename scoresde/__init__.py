@@ -3,6 +3,8 @@ interchangeable samplers, exact likelihoods, each checked against an analytic or
 
 from scoresde import grids, ode, samplers
 from scoresde.analytic import GaussianMixture
+from scoresde.bound import VariationalBound, variational_bound
+from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
 from scoresde.sampling import SampleResult, sample
@@ -14,15 +16,21 @@ __all__ = [
     "SDE",
     "VESDE",
     "VPSDE",
+    "BitsPerDim",
     "GaussianMixture",
     "GeneratorNoise",
+    "LikelihoodResult",
     "PerSampleNoise",
     "Prediction",
     "SampleResult",
     "ScoreModel",
     "SubVPSDE",
+    "VariationalBound",
+    "bits_per_dim",
     "grids",
+    "log_likelihood",
     "ode",
     "sample",
     "samplers",
+    "variational_bound",
 ]

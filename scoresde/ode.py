@@ -104,7 +104,10 @@ def _solve_torchdiffeq(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, me
     span = s1 - s0
 
     def rescaled(u: Tensor, y: Tensor) -> Tensor:
-        return (span * func(s0 + u.to(torch.float64) * span, y).to(torch.float64)).to(y.dtype)
+        # torchdiffeq's initial-step heuristic probes one point without regard to the end of
+        # the interval; keep that probe inside it (solution steps never leave it: step_t).
+        u = u.to(torch.float64).clamp(0.0, 1.0)
+        return (span * func(s0 + u * span, y).to(torch.float64)).to(y.dtype)
 
     unit = torch.tensor([0.0, 1.0], device=y0.device, dtype=y0.dtype)
     # step_t stops the solver at u = 1 instead of stepping past it and interpolating back:
