@@ -4,6 +4,7 @@ interchangeable samplers, exact likelihoods, each checked against an analytic or
 from scoresde import grids, ode, samplers
 from scoresde.analytic import GaussianMixture
 from scoresde.bound import VariationalBound, variational_bound
+from scoresde.encoding import encode, interpolate
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
@@ -27,7 +28,9 @@ __all__ = [
     "SubVPSDE",
     "VariationalBound",
     "bits_per_dim",
+    "encode",
     "grids",
+    "interpolate",
     "log_likelihood",
     "ode",
     "sample",

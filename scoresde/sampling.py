@@ -28,7 +28,8 @@ class SampleResult:
     timesteps: Tensor
 
 
-def _resolve(sampler: str | SamplerSpec) -> SamplerSpec:
+def resolve_sampler(sampler: str | SamplerSpec) -> SamplerSpec:
+    """A registered sampler's spec by name, or the spec itself."""
     if isinstance(sampler, SamplerSpec):
         return sampler
     if not isinstance(sampler, str):
@@ -36,9 +37,11 @@ def _resolve(sampler: str | SamplerSpec) -> SamplerSpec:
     return samplers.get(sampler)
 
 
-def _time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], steps: int | None,
+def time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], steps: int | None,
                timesteps: Tensor | None, grid: str | None, t_start: float | None,
                t_end: float | None) -> Tensor:
+    """The decreasing grid ``sample`` uses: explicit ``timesteps`` or ``steps`` on ``grid``;
+    only the two ends for an adaptive solver."""
     sde = model.sde
     if timesteps is not None:
         if steps is not None or grid is not None or t_start is not None or t_end is not None:
@@ -103,12 +106,12 @@ def sample(
     Returns:
         a :class:`SampleResult` with ``.x`` and ``.nfe``.
     """
-    spec = _resolve(sampler)
+    spec = resolve_sampler(sampler)
     sde = model.sde
     shape = tuple(shape)
     if len(shape) < 1 or not all(isinstance(n, int) and n >= 1 for n in shape):
         raise ValueError(f"shape must be a tuple of positive ints (batch, ...), got {shape}")
-    ts = _time_grid(spec, model, options, steps, timesteps, grid, t_start, t_end)
+    ts = time_grid(spec, model, options, steps, timesteps, grid, t_start, t_end)
     denoise = spec.denoise if denoise is None else bool(denoise)
     if denoise and sde.sigma(ts[-1]) == 0:
         raise ValueError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")

@@ -39,6 +39,8 @@ def ddim_coefficients(sde: SDE, t: Tensor, s: Tensor, eta: float) -> tuple[Tenso
     """``(alpha_s, sqrt(sigma_s² − c²), c)`` with ``c = η·σ̃``."""
     delta = noise_share(sde, t, s)
     sigma_s = sde.sigma(s)
+    if eta == 0:  # deterministic; also valid for s > t (DDIM inversion), where δ > 1
+        return sde.alpha(s), sigma_s, torch.zeros_like(sigma_s)
     eps_coef = sigma_s * torch.sqrt((1.0 - eta * eta) + eta * eta * delta)
     return sde.alpha(s), eps_coef, eta * sigma_s * torch.sqrt(1.0 - delta)
 
