@@ -78,12 +78,17 @@ class CosineSchedule(Schedule):
             raise ValueError(f"need s > 0 and 0 < t_max < 1, got s={s}, t_max={t_max}")
         self.s, self.t_max = float(s), float(t_max)
         self._log_cos0 = math.log(math.cos(self._phi(0.0)))
+        self._tan0 = math.tan(self._phi(0.0))
 
     def _phi(self, u):
         return (u + self.s) / (1.0 + self.s) * (math.pi / 2)
 
     def log_alpha_bar(self, t: Tensor) -> Tensor:
-        return 2.0 * (torch.log(torch.cos(self._phi(t * self.t_max))) - self._log_cos0)
+        # 2 log(cos(φ0 + δ)/cos φ0) = 2 log1p(−2 sin²(δ/2) − tan φ0 · sin δ), δ = φ(u) − φ(0):
+        # exactly 0 at t = 0 and negative after. The direct log cos(φ) − log cos(φ0) rounds to
+        # +3e-20 at t = 0, which made sigma(0) = sqrt(−expm1(+3e-20)) NaN.
+        d = t * self.t_max / (1.0 + self.s) * (math.pi / 2)
+        return 2.0 * torch.log1p(-2.0 * torch.sin(0.5 * d) ** 2 - self._tan0 * torch.sin(d))
 
     def beta(self, t: Tensor) -> Tensor:
         return self.t_max * math.pi / (1.0 + self.s) * torch.tan(self._phi(t * self.t_max))
@@ -118,6 +123,10 @@ class DiscreteSchedule(Schedule):
 
     def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
         p = t * self.N
+        # A grid time k/N can round to p = k·(1 + ulp) (e.g. N = 999, 137); snap it back so that a
+        # knot always ends the segment to its left, as documented, instead of opening the next one.
+        k = torch.round(p)
+        p = torch.where((p - k).abs() <= 4 * torch.finfo(p.dtype).eps * k.abs().clamp(min=1.0), k, p)
         i = (torch.ceil(p) - 1).clamp(0, self.N - 1).long()
         return i, p - i
 

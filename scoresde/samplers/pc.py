@@ -15,8 +15,11 @@ Correctors (step size ε, then ``x ← x + ε·score + sqrt(2ε)·z``)
     ``annealed_langevin``  ``ε = 2·a·(snr·sigma_t)²`` (SMLD's schedule);
     ``none``               predictor only.
 
-Norms are per sample (score_sde averages them over the batch), so a sample does not depend
-on the batch it is in. The step that ends the grid adds no noise (score_sde's noise removal).
+``langevin`` averages the norms over the batch, as score_sde does: a per-sample ratio blows up
+where a sample's score is near zero (a mode's centre in low dimension) and makes the step size
+depend on ``x``, which biases the chain. The price is that a sample depends on its batch;
+``annealed_langevin`` uses no norms and is batch-size invariant. The step that ends the grid
+adds no noise (score_sde's noise removal).
 One network call per corrector step and one per predictor step.
 """
 
