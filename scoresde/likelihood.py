@@ -168,6 +168,9 @@ def log_likelihood(
         if steps is None:
             raise ValueError(f"fixed-step method {method!r} needs steps (an integer >= 1)")
         time_grid = grids.make_grid(grid, sde, steps, sde.T, eps).flip(0)
+    if trace != "exact" and generator is None:
+        raise ValueError(f"trace={trace!r} draws Hutchinson probes: pass generator= (a torch.Generator "
+                         "or a NoiseSource), or use trace='exact'")
     noise = as_noise(generator) if trace != "exact" else None
     prior_logp = sde.prior_logp if prior_logp is None else prior_logp
     batch_size = len(x) if batch_size is None else batch_size

@@ -94,7 +94,13 @@ class SDE(abc.ABC):
     def t_from_sigma_bar(self, sigma_bar: Tensor) -> Tensor:
         """Inverse of ``sigma_bar``."""
         sigma_bar = torch.as_tensor(sigma_bar, dtype=torch.float64)
-        return self.t_from_log_snr(-2.0 * torch.log(sigma_bar))
+        t = self.t_from_log_snr(-2.0 * torch.log(sigma_bar))
+        # The round trip t -> σ̄ -> t and a solver's stage time s + c·h are exact only to rounding:
+        # σ̄(T) comes back as T + 2e-16 for many schedules, and the end of a VE grid at t = 0 as
+        # −1e-14. Snap such round-off onto [0, T]; anything further out is left to be rejected.
+        tol = 1e-9 * self.T
+        t = torch.where((t < 0) & (t > -tol), torch.zeros_like(t), t)
+        return torch.where((t > self.T) & (t < self.T + tol), torch.full_like(t, self.T), t)
 
     def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
         return batch_coeff(self.f(t), x) * x
