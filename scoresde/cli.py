@@ -28,6 +28,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import scoresde as sd
+from scoresde.data import ring_mixture
 from scoresde.metrics import mmd2
 from scoresde.sde import SDE
 
@@ -97,16 +98,6 @@ class DemoRow:
     nfe: int
     wall_s: float
     mmd2: float
-
-
-def ring_mixture(modes: int = 8, radius: float = 4.0, std: float = 0.3,
-                 center: bool = True) -> sd.GaussianMixture:
-    """A 2-D Gaussian mixture: ``modes`` equal components on a circle (plus one at the origin)."""
-    angles = torch.arange(modes, dtype=torch.float64) * (2 * math.pi / modes)
-    means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
-    if center:
-        means = torch.cat([means, torch.zeros(1, 2, dtype=torch.float64)])
-    return sd.GaussianMixture(means, torch.full((len(means),), std, dtype=torch.float64))
 
 
 def make_sde(name: str) -> SDE:
