@@ -44,15 +44,6 @@ from scoresde.bound import discretized_gaussian_log_likelihood, gaussian_kl
 N_SAMPLES = 4000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Thousands of small tensor ops: torch's thread pool only adds contention on a shared machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def log_alpha_bar_continuous(t: torch.Tensor) -> torch.Tensor:
     return -0.1 * t - 0.5 * (20.0 - 0.1) * t * t
 

@@ -41,16 +41,6 @@ ERR_PER_DIM = 1e-3  # nats per dimension; see the module docstring
 SDES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The ODE solves here are many tiny tensor operations; on a shared 2-core machine torch's
-    # intra-op thread pool makes them 5-20× slower (measured), so run this module on one thread.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def mixture_2d() -> sd.GaussianMixture:
     means = torch.tensor([[-1.5, 0.5], [1.0, 1.0], [0.5, -1.2]], dtype=torch.float64)
     return sd.GaussianMixture(means, torch.tensor([0.4, 0.6, 0.5]), torch.tensor([0.3, 0.3, 0.4]))
