@@ -1,0 +1,50 @@
+"""Networks for score models (``net(x, c) -> tensor shaped like x``) and weight averaging.
+
+``build_network({"name": "mlp" | "unet", **kwargs})`` builds one from a config group.
+Initial weights come from torch's global generator, as is usual in PyTorch
+(``torch.manual_seed`` before building fixes them); everything after that takes explicit
+generators.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from scoresde.nn.ema import EMA
+from scoresde.nn.embedding import GaussianFourierProjection, sinusoidal_embedding
+from scoresde.nn.mlp import TimeMLP
+from scoresde.nn.unet import UNet
+
+NETWORKS: dict[str, type[nn.Module]] = {"mlp": TimeMLP, "unet": UNet}
+
+
+def build_network(config_model: Mapping[str, Any]) -> nn.Module:
+    """The network ``config_model["name"]`` built with the remaining keys as keyword arguments."""
+    kwargs = dict(config_model)
+    name = kwargs.pop("name", None)
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; available: {sorted(NETWORKS)}")
+    cls = NETWORKS[name]
+    params = inspect.signature(cls).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ValueError(f"network {name!r} does not take {unknown}; its arguments are {list(params)}")
+    missing = [p for p, spec in params.items() if spec.default is spec.empty and p not in kwargs]
+    if missing:
+        raise ValueError(f"network {name!r} needs {missing} in its config")
+    return cls(**kwargs)
+
+
+__all__ = [
+    "EMA",
+    "NETWORKS",
+    "GaussianFourierProjection",
+    "TimeMLP",
+    "UNet",
+    "build_network",
+    "sinusoidal_embedding",
+]

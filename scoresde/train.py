@@ -1,0 +1,188 @@
+"""Training: one config → SDE, network, loss, data; resumable checkpoints; EMA weights.
+
+``train(config, workdir)`` runs ``config.training.steps`` optimizer steps in total. If
+``workdir/checkpoints`` holds a checkpoint it resumes from it — network, optimizer, EMA, step,
+and both random states (the batch/noise generator and torch's global one, which dropout uses) —
+so N steps in one go and N/2 + N/2 with a restart give the same parameters.
+
+A checkpoint records the config; resuming or loading with a config whose ``data``, ``sde`` or
+``model`` groups differ is an error that lists the differing keys (training length, learning
+rate and logging may change between runs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ml_collections import ConfigDict
+from torch import Tensor
+
+from scoresde import checkpoint
+from scoresde.data import DataSpec, load_dataset
+from scoresde.losses import get_loss
+from scoresde.model import ScoreModel
+from scoresde.nn import EMA, build_network
+from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+
+SDE_BUILDERS: dict[str, Callable[[ConfigDict], SDE]] = {
+    "vp": lambda c: VPSDE(c.beta_min, c.beta_max, c.N),
+    "subvp": lambda c: SubVPSDE(c.beta_min, c.beta_max, c.N),
+    "ve": lambda c: VESDE(c.sigma_min, c.sigma_max, c.N),
+    "vp_cosine": lambda c: VPSDE.cosine(N=c.N),
+    # DDPM's discrete linear table 1e-4 → 0.02 (= the linear VP discretized with N = 1000).
+    "ddpm": lambda c: VPSDE.from_betas(torch.linspace(c.beta_min / c.N, c.beta_max / c.N, c.N,
+                                                      dtype=torch.float64)),
+}
+# Config groups a checkpoint must agree on to be resumed or loaded.
+IDENTITY_GROUPS = ("data", "sde", "model")
+
+
+def build_sde(config: ConfigDict) -> SDE:
+    """The SDE named by ``config.sde.name`` with that group's parameters."""
+    name = config.sde.name
+    if name not in SDE_BUILDERS:
+        raise ValueError(f"unknown sde {name!r}; available: {sorted(SDE_BUILDERS)}")
+    return SDE_BUILDERS[name](config.sde)
+
+
+def build_model(config: ConfigDict) -> ScoreModel:
+    """A fresh :class:`ScoreModel` (network from ``config.model.network``)."""
+    net = build_network(config.model.network.to_dict())
+    return ScoreModel(net, build_sde(config), prediction=config.model.prediction,
+                      time_input=config.model.time_input)
+
+
+def identity(config: ConfigDict) -> dict[str, Any]:
+    """The part of a config that fixes what a checkpoint's weights mean."""
+    return {group: config[group].to_dict() for group in IDENTITY_GROUPS}
+
+
+def checkpoint_state(model: ScoreModel, opt: torch.optim.Optimizer, ema: EMA, step: int,
+                     generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "net": model.net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "ema": ema.state_dict(),
+        "step": step,
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+@dataclass
+class TrainResult:
+    """The trained model (raw weights), its EMA, the final step and the logged losses."""
+
+    model: ScoreModel
+    ema: EMA
+    step: int
+    losses: list[tuple[int, float]]
+
+
+def _learning_rate(config: ConfigDict, step: int) -> float:
+    warmup = config.training.warmup
+    return config.training.lr * (min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+
+
+def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train (or resume) the experiment ``config`` in ``workdir``; see the module docstring."""
+    tc = config.training
+    workdir = Path(workdir)
+    data, _ = load_data(config, "train")
+    model = build_model(config)
+    loss_fn = get_loss(tc.loss)
+    loss_options = {"dsm": {"eps": tc.eps, "likelihood_weighting": tc.likelihood_weighting,
+                            "reduce_mean": tc.reduce_mean}}.get(tc.loss, {"reduce_mean": tc.reduce_mean})
+    opt = torch.optim.Adam(model.net.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
+    ema = EMA(model.net, decay=tc.ema_decay)
+    generator = torch.Generator().manual_seed(tc.seed)
+    torch.manual_seed(tc.seed)
+    step = 0
+
+    latest = checkpoint.latest_checkpoint(workdir)
+    if latest is not None:
+        state = checkpoint.load_checkpoint(latest, config=identity(config))
+        model.net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        step = int(state["step"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed from {latest} at step {step}")
+
+    losses: list[tuple[int, float]] = []
+    bar = None
+    if progress and step < tc.steps:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=tc.steps, initial=step, unit="step", desc="train")
+    model.net.train()
+    window, t0 = [], time.perf_counter()
+    while step < tc.steps:
+        idx = torch.randint(len(data), (tc.batch_size,), generator=generator)
+        loss = loss_fn(model, data[idx], generator, **loss_options)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower training.lr?")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.net.parameters(), tc.grad_clip)
+        for group in opt.param_groups:
+            group["lr"] = _learning_rate(config, step)
+        opt.step()
+        ema.update(model.net)
+        step += 1
+        window.append(loss.item())
+        if bar is not None:
+            bar.update(1)
+        if step % tc.log_every == 0 or step == tc.steps:
+            rate = len(window) * tc.batch_size / (time.perf_counter() - t0)
+            mean_loss = sum(window) / len(window)
+            losses.append((step, mean_loss))
+            log(f"step {step}: loss {mean_loss:.5f}, {rate:.0f} samples/s")
+            window, t0 = [], time.perf_counter()
+        if step % tc.ckpt_every == 0 or step == tc.steps:
+            checkpoint.save_and_prune(workdir, step, checkpoint_state(model, opt, ema, step, generator),
+                                      identity(config), keep=tc.keep_checkpoints)
+    if bar is not None:
+        bar.close()
+    model.net.eval()
+    return TrainResult(model=model, ema=ema, step=step, losses=losses)
+
+
+def load_trained(config: ConfigDict, source: str | Path, use_ema: bool = True) -> ScoreModel:
+    """A model of ``config`` with weights from a checkpoint file or a workdir's latest one."""
+    path = Path(source)
+    if path.is_dir():
+        found = checkpoint.latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint under {path}/checkpoints; train first")
+        path = found
+    state = checkpoint.load_checkpoint(path, config=identity(config))
+    model = build_model(config)
+    model.net.load_state_dict(state["net"])
+    if use_ema:
+        ema = EMA(model.net, decay=config.training.ema_decay)
+        ema.load_state_dict(state["ema"])
+        ema.copy_to(model.net)
+    model.net.eval()
+    for p in model.net.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_data(config: ConfigDict, split: str) -> tuple[Tensor, DataSpec]:
+    """The config's data set, ``split`` "train" (``data.n`` samples) or "test" (``eval.n_test``).
+
+    Generated sets draw the test split from a different seed than the training split.
+    """
+    n = config.data.n if split == "train" else config.eval.n_test
+    return load_dataset(config.data.name, split, path=config.data.path or None, n=n or None,
+                        seed=config.data.seed + (split == "test"),
+                        data_range=tuple(config.data.data_range))
