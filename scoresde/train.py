@@ -108,6 +108,9 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     latest = checkpoint.latest_checkpoint(workdir)
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, config=identity(config))
+        if "optimizer" not in state:
+            raise ValueError(f"{latest} is an exported model (weights only) and cannot be resumed; "
+                             "train in a fresh workdir")
         model.net.load_state_dict(state["net"])
         opt.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
@@ -167,7 +170,7 @@ def load_trained(config: ConfigDict, source: str | Path, use_ema: bool = True) -
     state = checkpoint.load_checkpoint(path, config=identity(config))
     model = build_model(config)
     model.net.load_state_dict(state["net"])
-    if use_ema:
+    if use_ema and "ema" in state:  # an exported model holds the EMA weights as "net" already
         ema = EMA(model.net, decay=config.training.ema_decay)
         ema.load_state_dict(state["ema"])
         ema.copy_to(model.net)
@@ -175,6 +178,20 @@ def load_trained(config: ConfigDict, source: str | Path, use_ema: bool = True) -
     for p in model.net.parameters():
         p.requires_grad_(False)
     return model
+
+
+def export_model(config: ConfigDict, workdir: str | Path, path: str | Path) -> Path:
+    """Write the latest checkpoint's EMA weights alone (no optimizer) to ``path``, for shipping.
+
+    The result loads with :func:`load_trained` like any checkpoint.
+    """
+    model = load_trained(config, workdir, use_ema=True)
+    found = checkpoint.latest_checkpoint(Path(workdir))
+    step = int(checkpoint.load_checkpoint(found, config=identity(config))["step"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_checkpoint(path, {"net": model.net.state_dict(), "step": step}, identity(config))
+    return path
 
 
 def load_data(config: ConfigDict, split: str) -> tuple[Tensor, DataSpec]:
