@@ -95,6 +95,7 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     tc = config.training
     workdir = Path(workdir)
     data, _ = load_data(config, "train")
+    torch.manual_seed(tc.seed)  # initial weights, Fourier features and dropout use the global RNG
     model = build_model(config)
     loss_fn = get_loss(tc.loss)
     loss_options = {"dsm": {"eps": tc.eps, "likelihood_weighting": tc.likelihood_weighting,
@@ -102,7 +103,6 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     opt = torch.optim.Adam(model.net.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
     ema = EMA(model.net, decay=tc.ema_decay)
     generator = torch.Generator().manual_seed(tc.seed)
-    torch.manual_seed(tc.seed)
     step = 0
 
     latest = checkpoint.latest_checkpoint(workdir)
