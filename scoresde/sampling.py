@@ -46,7 +46,13 @@ def time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], ste
     if timesteps is not None:
         if steps is not None or grid is not None or t_start is not None or t_end is not None:
             raise ValueError("pass either timesteps or steps/grid/t_start/t_end, not both")
-        return grids.check_timesteps(timesteps, sde)
+        ts = grids.check_timesteps(timesteps, sde)
+        if not spec.uses_grid(options) and len(ts) > 2:
+            raise ValueError(
+                f"an adaptive solver uses only the ends of timesteps; got {len(ts)} times "
+                "(pass [t_start, t_end], or use a fixed-step method)"
+            )
+        return ts
     t_start = sde.T if t_start is None else t_start
     t_end = spec.t_end if t_end is None else t_end
     if not 0.0 <= t_end < t_start <= sde.T:

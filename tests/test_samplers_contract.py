@@ -474,3 +474,15 @@ def test_ode_sampler_tolerates_round_off_at_the_ends_of_the_grid(sde, method):
         out = sd.sample(model, (4, 2), "ode", steps, generator=gen(), method=method, t_end=0.0,
                         denoise=False, grid="uniform")
         assert torch.isfinite(out.x).all()
+
+
+def test_adaptive_ode_refuses_a_multi_point_grid_and_reports_once():
+    gmm = sd.GaussianMixture(torch.tensor([[0.0, 0.0]]), torch.tensor([0.5]))
+    model = gmm.score_model(sd.VPSDE())
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="only the ends"):
+        sd.sample(model, (4, 2), "ode", timesteps=torch.tensor([1.0, 0.5, 1e-3]), generator=g,
+                  method="dopri5")
+    reports = []
+    sd.sample(model, (4, 2), "ode", generator=g, method="dopri5", callback=reports.append)
+    assert len(reports) == 1 and reports[0]["t"] == pytest.approx(1e-3)
