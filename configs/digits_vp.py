@@ -19,7 +19,7 @@ def get_config():
         "embedding": "sinusoidal",
     })
     config.training.loss = "ddpm"
-    config.training.steps = 5000
+    config.training.steps = 3000
     config.training.batch_size = 128
     config.training.lr = 1e-3
     config.training.warmup = 200
