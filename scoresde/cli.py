@@ -6,6 +6,8 @@ not have is an error that names the nearest keys.
 
 Modes:
   train        train (or resume) the experiment in --workdir; checkpoints under DIR/checkpoints.
+  export       write the latest checkpoint's EMA weights alone to --out (a small file that
+               loads like a checkpoint, e.g. for shipping a model).
   sample       draw --n samples with --sampler at --steps (defaults: the config's `sampling`
                group); writes DIR/samples.png (an image grid, or a scatter for 2-D data) and
                DIR/samples.npz; prints NFE and time.
@@ -95,6 +97,7 @@ flags.DEFINE_integer(
     "seed", None,
     "Random seed of the prior draw, the samplers' noise, dequantization and Hutchinson probes "
     "(default config.sampling.seed; demo: 0).", lower_bound=0)
+flags.DEFINE_string("out", None, "export: the file to write the EMA weights to.")
 flags.DEFINE_integer("n_interp", 8, "interpolate: latents per path, both ends included.", lower_bound=2)
 flags.DEFINE_enum("interpolation", "slerp", ["slerp", "linear"],
                   "interpolate: slerp (keeps Gaussian latents at their typical norm) or linear.")
@@ -367,6 +370,16 @@ def train_mode() -> None:
               f"training.steps={config.training.steps} (raise it with --config.training.steps=N)")
 
 
+def export_mode() -> None:
+    """``scoresde export``: the latest checkpoint's EMA weights alone, to ``--out`` (for shipping)."""
+    from scoresde.train import export_model
+
+    if not FLAGS.out:
+        raise FlagError("export needs --out=PATH, e.g. models/NAME/checkpoints/ckpt_00003000.pt")
+    path = export_model(_config(), _workdir(), FLAGS.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, EMA weights only)")
+
+
 def sample_mode() -> None:
     """``scoresde sample``: draw samples, write ``samples.png`` and ``samples.npz``."""
     from scoresde import plots
@@ -595,6 +608,7 @@ def demo_mode() -> None:
 
 MODES: dict[str, Callable[[], None]] = {
     "train": train_mode,
+    "export": export_mode,
     "sample": sample_mode,
     "likelihood": likelihood_mode,
     "bench": bench_mode,

@@ -192,3 +192,15 @@ def test_check_config_overrides_on_a_real_config() -> None:
     with pytest.raises(cli.ConfigKeyError, match="no --config=FILE"):
         cli.check_config_overrides(["x", "--config.training.steps=5"])
     assert cli.flatten_keys(ConfigDict({"a": {"b": 1}, "c": 2})) == ["a", "a.b", "c"]
+
+
+def test_export_writes_loadable_ema_weights(trained, tmp_path):
+    workdir, _ = trained
+    out = tmp_path / "ship" / "checkpoints" / "ckpt_00000020.pt"
+    printed = ok(scoresde("export", f"--config={TINY}", f"--workdir={workdir}", f"--out={out}",
+                          cwd=tmp_path))
+    assert "EMA weights only" in printed
+    state = checkpoint.load_checkpoint(out)
+    assert set(state) == {"net", "step"} and state["step"] == 20
+    missing = scoresde("export", f"--config={TINY}", f"--workdir={workdir}", cwd=tmp_path)
+    assert missing.returncode != 0 and "--out" in missing.stderr
