@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from scoresde.model import ScoreModel
+from scoresde.noise import NoiseSource
 from scoresde.samplers.base import Callback, CountingModel, SamplerSpec
 from scoresde.sampling import SampleResult, resolve_sampler, time_grid
 
@@ -36,6 +37,7 @@ def encode(
     t_start: float | None = None,
     t_end: float | None = None,
     callback: Callback | None = None,
+    generator: torch.Generator | NoiseSource | None = None,
     **options: Any,
 ) -> SampleResult:
     """Map data ``x`` (placed at ``t_end``) to latents at ``t_start`` (default T).
@@ -44,8 +46,10 @@ def encode(
     decreasing); the encoder runs it in reverse. Only deterministic samplers can encode:
     ``"ddim"`` with ``eta=0`` and ``"ode"`` (fixed-step or adaptive ``method``).
     Returns a :class:`SampleResult` whose ``.x`` is the latent and ``.timesteps`` the
-    increasing grid that was used.
+    increasing grid that was used. ``generator`` is accepted so that the arguments of a
+    :func:`~scoresde.sample` call can be reused, and ignored: encoding draws no noise.
     """
+    del generator  # deterministic: nothing to draw
     spec = resolve_sampler(sampler)
     if spec.is_stochastic(options):
         raise ValueError(
@@ -101,11 +105,16 @@ def interpolate(z0: Tensor, z1: Tensor, n: int, method: str = "slerp") -> Tensor
         return ((1.0 - u) * a + u * b).to(z0.dtype)
     batch = z0.shape[:1] if z0.ndim >= 2 else ()
     af, bf = a.reshape(*batch, -1), b.reshape(*batch, -1)
-    cos = (af * bf).sum(-1) / (af.norm(dim=-1) * bf.norm(dim=-1))
+    norms = af.norm(dim=-1) * bf.norm(dim=-1)
+    # A zero latent has no direction: cos = 1 sends it to the linear fallback below (not 0/0 = NaN).
+    cos = torch.where(norms > 0, (af * bf).sum(-1) / torch.where(norms > 0, norms, 1.0), 1.0)
     theta = torch.arccos(cos.clamp(-1.0, 1.0))  # rounding can push |cos| a hair past 1
     theta = theta.reshape(theta.shape + (1,) * (z0.ndim - len(batch)))
     sin = torch.sin(theta)
-    parallel = sin.abs() < 1e-12  # the great circle is undefined: fall back to linear
+    # (Anti)parallel pairs: the great circle is undefined, fall back to linear. arccos turns
+    # cos's rounding (~1e-16) into θ errors of ~1e-8 near 0 and π, so an exactly antiparallel
+    # pair has |sin θ| ≈ 1e-8, not 0; below 1e-6, slerp and linear differ by O(θ²) near 0.
+    parallel = sin.abs() < 1e-6
     safe_sin = torch.where(parallel, 1.0, sin)
     w0 = torch.where(parallel, 1.0 - u, torch.sin((1.0 - u) * theta) / safe_sin)
     w1 = torch.where(parallel, u, torch.sin(u * theta) / safe_sin)
