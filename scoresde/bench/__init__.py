@@ -1,0 +1,189 @@
+"""Sampler benchmarks: NFE versus quality and wall time for every registered sampler, beside
+diffusers' schedulers on the same network and noise.
+
+Parts (each writes CSV + Markdown, and PNG plots where there is a curve, under ``out``):
+
+``analytic``  exact-oracle Gaussian mixtures in 2 and 64 dimensions: MMD², sliced Wasserstein
+              and the exact log-density of the samples at NFE 1…1000, against a measured
+              noise floor (:mod:`~scoresde.bench.analytic`); writes the summary table too.
+``overhead``  time per step of each sampler with a network of negligible cost
+              (:mod:`~scoresde.bench.overhead`).
+``digits``    the shipped digits model: Fréchet distance in a shipped classifier's features
+              and test bits/dim (:mod:`~scoresde.bench.digits`).
+``image``     a CIFAR-10-sized U-Net's throughput in fp32/bf16, a 3072-D mixture, optional
+              Inception FID; tiny on a CPU (:mod:`~scoresde.bench.image`).
+
+The peers need ``pip install diffusers`` (``scoresde[bench]``); without it they are skipped
+with a line saying so. Entry points: :func:`run` (what ``scoresde bench`` calls) and
+:func:`main` (``python benchmarks/samplers.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from scoresde.bench import analytic, overhead, report
+from scoresde.bench.common import Variant, diffusers_version, environment, our_variants, pick_device
+from scoresde.bench.peers import peer_variants
+from scoresde.bench.runs import warm_up
+
+PARTS = ("analytic", "overhead", "digits", "image")
+DEFAULT_OUT = Path("benchmarks") / "results"
+
+
+def peers_or_note(log: Callable[[str], None]) -> tuple[list[Variant], str]:
+    """diffusers' scheduler variants and a line for the results, or none and the skip line."""
+    version = diffusers_version()
+    if version is None:
+        note = ("Peers skipped: diffusers is not installed (`pip install diffusers` or "
+                "`pip install scoresde[bench]` adds DDPM, DDIM, DPM-Solver++ and Euler to the same tables).")
+        log(note)
+        return [], note
+    return peer_variants(), (f"Peers: diffusers {version} schedulers (DDPM, DDIM, DPM-Solver++(2M), Euler; "
+                             "trailing timestep spacing, no clipping) on the same network and start noise.")
+
+
+def run_analytic(out: Path, stem: str, quick: bool, device: torch.device, peers: list[Variant],
+                 peers_note: str, log: Callable[[str], None]) -> list[Path]:
+    problems = analytic.default_problems(quick)
+    variants = our_variants(problems[0].tolerances) + peers
+    warm_up(variants, device)
+    rows, agreements = [], {}
+    for problem in problems:
+        rows += analytic.run_problem(problem, [v for v in variants if not v.adaptive or
+                                               v.options["rtol"] in problem.tolerances], device, log)
+        agreements[problem.name] = analytic.ddim_agreement(problem, device) if peers else None
+    env = environment(device)
+    written = analytic.write_results(rows, problems, env, out, f"{stem}_analytic", agreements, peers_note)
+    written.append(write_summary(rows, problems, env, out / f"{stem}_summary.md"))
+    return written
+
+
+def write_summary(rows: list[dict], problems: Sequence[analytic.Problem], env: dict, path: Path) -> Path:
+    """The README table: per variant, the smallest NFE at the floor and MMD² at 10 and 20 NFE."""
+    lines = [f"# Summary: NFE to reach the noise floor ({env['date']}, {env['device']}, "
+             f"torch {env['torch_version']}, diffusers {env['diffusers_version']})", ""]
+    for problem in problems:
+        floor = next(r for r in rows if r["problem"] == problem.name and r["library"] == "exact")
+        lines += [f"## {problem.name} (D = {problem.dim}, n = {problem.n}; MMD² floor threshold "
+                  f"{floor['floor_threshold']:.1e})", "", report.summary_table(rows, problem.name), ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def run(quick: bool = False, out: str | Path = DEFAULT_OUT, parts: Sequence[str] | None = None,
+        device: str | None = None, threads: int = 1, digits_model: str | Path | None = None,
+        image_model: str | Path | None = None, inception: str | None = None, fid_ref: str | None = None,
+        log: Callable[[str], None] = print) -> list[Path]:
+    """Run the benchmark ``parts`` (default: all) and write their files under ``out``.
+
+    Args:
+        quick: smoke sizes (about a minute on 2 CPU cores); files are named ``samplers_quick_*``
+            so that they never overwrite the full results (``samplers_*``).
+        out: output folder.
+        parts: a subset of :data:`PARTS`.
+        device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+        threads: torch CPU threads (``0`` keeps torch's default).
+        digits_model: trained digits weights (default ``models/digits_vp``).
+        image_model, inception, fid_ref: the optional FID path of the image part.
+        log: where progress lines go.
+
+    Returns:
+        the files written.
+    """
+    parts = tuple(parts or PARTS)
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown benchmark parts {unknown}; available: {', '.join(PARTS)}")
+    if threads > 0:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "samplers_quick" if quick else "samplers"
+    peers, peers_note = peers_or_note(log)
+    log(f"device {dev}, GPU available: {torch.cuda.is_available()}, {torch.get_num_threads()} thread(s)")
+    written: list[Path] = []
+    for part in parts:
+        start = time.perf_counter()
+        if part == "analytic":
+            written += run_analytic(out, stem, quick, dev, peers, peers_note, log)
+        elif part == "overhead":
+            rows = overhead.run_overhead(our_variants() + peers, dev, steps=10 if quick else 100,
+                                         repeats=1 if quick else 5, log=log)
+            written += overhead.write_results(rows, environment(dev), out, f"{stem}_overhead")
+        elif part == "digits":
+            written += run_digits_part(out, stem, quick, dev, peers, digits_model, log)
+        else:
+            written += run_image_part(out, stem, quick, dev, peers, image_model, inception, fid_ref, log)
+        log(f"part {part} done in {time.perf_counter() - start:.0f} s")
+    for path in written:
+        log(f"wrote {path}")
+    return written
+
+
+def run_digits_part(out: Path, stem: str, quick: bool, device: torch.device, peers: list[Variant],
+                    model_path: str | Path | None, log: Callable[[str], None]) -> list[Path]:
+    from scoresde.bench import digits
+
+    model_path = Path(model_path or digits.MODEL_PATH)
+    if not model_path.exists():
+        log(f"digits part skipped: no trained digits model at {model_path} "
+            "(train one: `scoresde train --config=configs/digits_vp.py`, then export it there)")
+        return []
+    settings = digits.QUICK if quick else digits.DigitsSettings()
+    rows, info = digits.run_digits(digits.digits_variants(peers), device, settings, model_path, log=log)
+    return digits.write_results(rows, info, settings, environment(device), out, f"{stem}_digits")
+
+
+def run_image_part(out: Path, stem: str, quick: bool, device: torch.device, peers: list[Variant],
+                   weights: str | Path | None, inception: str | None, fid_ref: str | None,
+                   log: Callable[[str], None]) -> list[Path]:
+    from scoresde.bench import image
+
+    settings = image.settings_for(device, quick)
+    if device.type != "cuda":
+        log("image part: no GPU in use — running the tiny CPU smoke size")
+    model = image.image_model(settings, device, weights)
+    variants = our_variants() + peers
+    rows = image.run_throughput(variants, model, settings, device, log)
+    mixture_rows = analytic.run_problem(settings.mixture, variants, device, log) if settings.mixture else []
+    reason = image.fid_skip_reason(inception, fid_ref, weights)
+    fid_rows = [] if reason else image.run_fid(variants, model, settings, device, inception, fid_ref, log)
+    note = reason or (f"FID of {settings.fid_n} samples per sampler with the Inception features of "
+                      f"{inception}.")
+    log(note)
+    return image.write_results(rows, mixture_rows, fid_rows, note, settings, environment(device), out,
+                               f"{stem}_image")
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    """``python benchmarks/samplers.py [--quick] [--parts a,b] [--out DIR] [--device D]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke sizes, about a minute on 2 CPU cores")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default benchmarks/results)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: the states are small, and on a busy machine more "
+                             "threads only wait on each other); 0 keeps torch's default")
+    parser.add_argument("--digits-model", default=None, help="digits weights (default models/digits_vp)")
+    parser.add_argument("--image-model", default=None, help="trained configs/cifar10_ddpmpp_vp.py weights")
+    parser.add_argument("--inception", default=None, help="TorchScript Inception feature extractor for FID")
+    parser.add_argument("--fid-ref", default=None, help=".npz with the data set's Inception mu and sigma")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    written = run(quick=args.quick, out=args.out, parts=[p for p in args.parts.split(",") if p],
+                  device=args.device, threads=args.threads, digits_model=args.digits_model,
+                  image_model=args.image_model, inception=args.inception, fid_ref=args.fid_ref)
+    print(f"total {time.perf_counter() - start:.0f} s")
+    return written
+
+
+__all__ = ["PARTS", "main", "run"]
