@@ -14,8 +14,10 @@ Modes:
   likelihood   bits/dim (and NLL in nats) of the test split by the probability-flow ODE with
                the config's `eval` settings; integer pixels are uniformly dequantized. Prints
                mean ± standard error and NFE; writes DIR/likelihood.npz.
-  bench        every registered sampler at each of --steps (plus one adaptive ODE solve):
-               NFE, time and, for 2-D data, MMD² to the test split; writes DIR/bench.csv.
+  bench        with --config: every registered sampler at each of --steps (plus one adaptive
+               ODE solve) on the trained model: NFE, time and, for 2-D data, MMD² to the test
+               split; writes DIR/bench.csv. Without --config: the sampler benchmarks of
+               benchmarks/samplers.py (--quick for smoke sizes; --workdir = output folder).
   reconstruct  encode a test batch to latents with a deterministic sampler (ddim by default)
                and decode it back; writes originals and reconstructions side by side in
                DIR/reconstruct.png (+ .npz) and prints the per-dimension MSE.
@@ -97,6 +99,7 @@ flags.DEFINE_integer(
     "seed", None,
     "Random seed of the prior draw, the samplers' noise, dequantization and Hutchinson probes "
     "(default config.sampling.seed; demo: 0).", lower_bound=0)
+flags.DEFINE_bool("quick", False, "bench without --config: smoke sizes (about a minute).")
 flags.DEFINE_string("out", None, "export: the file to write the EMA weights to.")
 flags.DEFINE_integer("n_interp", 8, "interpolate: latents per path, both ends included.", lower_bound=2)
 flags.DEFINE_enum("interpolation", "slerp", ["slerp", "linear"],
@@ -451,7 +454,14 @@ def likelihood_mode() -> None:
 
 
 def bench_mode() -> None:
-    """``scoresde bench``: the demo's sampler grid on the trained model; writes ``bench.csv``."""
+    """``scoresde bench``: with --config, the demo's sampler grid on the trained model in
+    --workdir (writes ``bench.csv``); without, the project's sampler benchmarks
+    (:func:`scoresde.bench.run`, ``--quick`` for smoke sizes) into benchmarks/results."""
+    if FLAGS.config is None:
+        from scoresde import bench
+
+        bench.run(quick=FLAGS.quick, out=FLAGS.workdir or bench.DEFAULT_OUT)
+        return
     config, workdir = _config(), _workdir()
     steps = [int(s) for s in (FLAGS.steps or ["5", "10", "20", "50"])]
     n = FLAGS.n or config.sampling.n

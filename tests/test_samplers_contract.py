@@ -486,3 +486,10 @@ def test_adaptive_ode_refuses_a_multi_point_grid_and_reports_once():
     reports = []
     sd.sample(model, (4, 2), "ode", generator=g, method="dopri5", callback=reports.append)
     assert len(reports) == 1 and reports[0]["t"] == pytest.approx(1e-3)
+
+
+def test_langevin_corrector_refuses_a_zero_score():
+    sde = sd.VPSDE()
+    model = sd.ScoreModel(lambda x, c: torch.zeros_like(x), sde, prediction="score")
+    with pytest.raises(ValueError, match="score is zero"):
+        sd.sample(model, (4, 2), "pc", 3, generator=torch.Generator().manual_seed(0))

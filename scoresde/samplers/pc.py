@@ -66,7 +66,13 @@ def _langevin_step(name: str, sde: SDE, pred: Prediction, t: Tensor, s: Tensor, 
     a = (sde.alpha(t) / sde.alpha(s)) ** 2
     grad = pred.score
     if name == "langevin":
-        ratio = snr * _per_sample_norm(z).mean() / _per_sample_norm(grad).mean()
+        grad_norm = _per_sample_norm(grad).mean()
+        if grad_norm == 0:
+            raise ValueError(
+                f"the model's score is zero for the whole batch at t={float(t):.4g}: the Langevin "
+                "step size (snr·‖z‖/‖score‖)² is undefined; use corrector='annealed_langevin'"
+            )
+        ratio = snr * _per_sample_norm(z).mean() / grad_norm
         step = (2.0 * a.to(z.dtype) * ratio * ratio).expand(z.shape[0])
     else:  # annealed_langevin
         step = (2.0 * a * (snr * sde.sigma(t)) ** 2).to(z.dtype).expand(z.shape[0])
