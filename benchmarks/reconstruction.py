@@ -148,6 +148,20 @@ def configurations(problem: Problem, quick: bool):
         yield "dopri5", "ode", None, {"method": "dopri5", "rtol": tol, "atol": tol}
 
 
+def _steps_table(title: str, problems, rows: list[dict], cell) -> list[str]:
+    """A Markdown section: one row per (problem, method), one column per step count."""
+    lines = ["", f"## {title}", "", "| problem | method | " + " | ".join(f"{s} steps" for s in STEPS) + " |",
+             "|---|---|" + "---|" * len(STEPS)]
+    for p in problems:
+        for method, _, _ in METHODS:
+            cells = []
+            for s in STEPS:
+                r = [r for r in rows if r["problem"] == p.name and r["method"] == method and r["steps"] == s]
+                cells.append(cell(r[0]) if r else "—")
+            lines.append(f"| {p.name} | {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(rows: list[dict], problems: list[Problem], meta: dict, skipped: str | None) -> str:
     lines = [f"# Reconstruction error: encode -> decode ({meta['date']}, torch {meta['torch']}, "
              f"{meta['device']}, {meta['threads']} thread(s))", "",
@@ -159,26 +173,10 @@ def markdown(rows: list[dict], problems: list[Problem], meta: dict, skipped: str
                      f"latents' own error ≈ {p.ref_err:.1e}")
     if skipped:
         lines.append(f"* **digits**: {skipped}")
-    lines += ["", "## MSE at each step count (NFE in brackets)", "",
-              "| problem | method | " + " | ".join(f"{s} steps" for s in STEPS) + " |",
-              "|---|---|" + "---|" * len(STEPS)]
-    for p in problems:
-        for method, _, _ in METHODS:
-            cells = []
-            for s in STEPS:
-                r = [r for r in rows if r["problem"] == p.name and r["method"] == method and r["steps"] == s]
-                cells.append(f"{r[0]['mse']:.2e} ({r[0]['nfe']})" if r else "—")
-            lines.append(f"| {p.name} | {method} | " + " | ".join(cells) + " |")
-    lines += ["", "## Error of the latent itself (RMS vs the reference encoding, prior units)", "",
-              "| problem | method | " + " | ".join(f"{s} steps" for s in STEPS) + " |",
-              "|---|---|" + "---|" * len(STEPS)]
-    for p in problems:
-        for method, _, _ in METHODS:
-            cells = []
-            for s in STEPS:
-                r = [r for r in rows if r["problem"] == p.name and r["method"] == method and r["steps"] == s]
-                cells.append(f"{r[0]['latent_rmse']:.1e}" if r else "—")
-            lines.append(f"| {p.name} | {method} | " + " | ".join(cells) + " |")
+    lines += _steps_table("MSE at each step count (NFE in brackets)", problems, rows,
+                          lambda r: f"{r['mse']:.2e} ({r['nfe']})")
+    lines += _steps_table("Error of the latent itself (RMS vs the reference encoding, prior units)",
+                          problems, rows, lambda r: f"{r['latent_rmse']:.1e}")
     lines += ["", "## All runs", "",
               "Columns: NFE of encode + decode; per-dimension MSE of the reconstruction; the same "
               "relative to the data's per-dimension variance; max |error|; RMS error of the latent "

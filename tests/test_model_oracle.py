@@ -13,19 +13,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracles import SDES
 
 import scoresde as sd
 
 F64 = torch.float64
-DDPM_BETAS = torch.linspace(1e-4, 0.02, 1000, dtype=F64)
 
-SDES = {
-    "vp-linear": lambda: sd.VPSDE(),
-    "vp-cosine": lambda: sd.VPSDE.cosine(),
-    "vp-betas": lambda: sd.VPSDE.from_betas(DDPM_BETAS),
-    "subvp": lambda: sd.SubVPSDE(),
-    "ve": lambda: sd.VESDE(),
-}
 PREDICTIONS = ("eps", "x0", "v", "score")
 TIME_INPUTS = ("continuous", "index", "scaled", "sigma")
 

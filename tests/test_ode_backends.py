@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.integrate import solve_ivp
+from oracles import pf_reference
 
 import scoresde as sd
 
@@ -145,18 +145,6 @@ GMM = sd.GaussianMixture(
 T_END = 1e-2
 
 
-def pf_reference(sde, x_T: torch.Tensor, t_end: float) -> torch.Tensor:
-    """``dx/dt = f·x − ½g²·score`` in the original variables, scipy DOP853 at rtol = atol = 1e-12."""
-    shape = x_T.shape
-
-    def rhs(t, y):
-        x = torch.from_numpy(y).reshape(shape)
-        tt = torch.tensor(t, dtype=F64)
-        return (sde.f(tt) * x - 0.5 * sde.g2(tt) * GMM.score_at(sde, x, tt)).numpy().ravel()
-
-    res = solve_ivp(rhs, (sde.T, t_end), x_T.numpy().ravel(), method="DOP853", rtol=1e-12, atol=1e-12)
-    assert res.success
-    return torch.from_numpy(res.y[:, -1]).reshape(shape)
 
 
 @pytest.mark.parametrize("sde_name", ["vp", "subvp", "ve"])
@@ -164,7 +152,7 @@ def test_pf_ode_backends_agree(sde_name):
     sde = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}[sde_name]()
     model = GMM.score_model(sde, prediction="eps")
     xT = sde.prior_std * torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    ref = pf_reference(sde, xT, T_END)
+    ref = pf_reference(sde, GMM, xT, T_END)
     common = dict(x_T=xT, t_end=T_END, denoise=False)
     results = {
         m: sd.sample(model, xT.shape, "ode", method=m, rtol=1e-8, atol=1e-8, **common).x
@@ -184,7 +172,7 @@ def test_pf_ode_adaptive_backends_run_in_float32():
     sde = sd.VPSDE()
     model = GMM.score_model(sde, prediction="eps")
     xT = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
-    ref = pf_reference(sde, xT.to(F64), T_END)
+    ref = pf_reference(sde, GMM, xT.to(F64), T_END)
     for m in ("dopri5", "RK45"):
         out = sd.sample(model, xT.shape, "ode", method=m, rtol=1e-5, atol=1e-5, x_T=xT, t_end=T_END,
                         denoise=False)

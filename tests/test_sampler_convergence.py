@@ -17,7 +17,7 @@ import math
 
 import pytest
 import torch
-from scipy.integrate import solve_ivp
+from oracles import pf_reference
 
 import scoresde as sd
 from scoresde.metrics import mmd2
@@ -146,18 +146,6 @@ T_END = 1e-2
 ORDER_STEPS = {"euler": 64, "midpoint": 128, "heun": 64, "ralston3": 64, "rk4": 64}
 
 
-def pf_reference(sde, x_T: torch.Tensor) -> torch.Tensor:
-    """dx/dt = f(t)·x − ½g(t)²·∇log p_t(x) from T to T_END in the original variables (not σ̄)."""
-    shape = x_T.shape
-
-    def rhs(t, y):
-        x = torch.from_numpy(y).reshape(shape)
-        tt = torch.tensor(t, dtype=F64)
-        return (sde.f(tt) * x - 0.5 * sde.g2(tt) * ORDER_MIX.score_at(sde, x, tt)).numpy().ravel()
-
-    res = solve_ivp(rhs, (sde.T, T_END), x_T.numpy().ravel(), method="DOP853", rtol=1e-12, atol=1e-12)
-    assert res.success
-    return torch.from_numpy(res.y[:, -1]).reshape(shape)
 
 
 @pytest.fixture(scope="module", params=list(SDES))
@@ -165,7 +153,7 @@ def order_problem(request):
     sde = SDES[request.param]()
     model = ORDER_MIX.score_model(sde, prediction="eps")
     x_T = sde.prior_std * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    return model, x_T, pf_reference(sde, x_T)
+    return model, x_T, pf_reference(sde, ORDER_MIX, x_T, T_END)
 
 
 @pytest.mark.parametrize("method", list(ORDER_STEPS))

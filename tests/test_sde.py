@@ -10,19 +10,12 @@ import math
 
 import pytest
 import torch
+from oracles import DDPM_BETAS, SDES
 
 import scoresde as sd
 
-N_DDPM = 1000
-DDPM_BETAS = torch.linspace(1e-4, 0.02, N_DDPM, dtype=torch.float64)  # Ho et al.'s linear table
+N_DDPM = len(DDPM_BETAS)
 
-SDES = {
-    "vp-linear": lambda: sd.VPSDE(),
-    "vp-cosine": lambda: sd.VPSDE.cosine(),
-    "vp-betas": lambda: sd.VPSDE.from_betas(DDPM_BETAS),
-    "subvp": lambda: sd.SubVPSDE(),
-    "ve": lambda: sd.VESDE(),
-}
 
 
 @pytest.fixture(params=list(SDES), ids=list(SDES))
