@@ -98,8 +98,9 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     torch.manual_seed(tc.seed)  # initial weights, Fourier features and dropout use the global RNG
     model = build_model(config)
     loss_fn = get_loss(tc.loss)
-    loss_options = {"dsm": {"eps": tc.eps, "likelihood_weighting": tc.likelihood_weighting,
-                            "reduce_mean": tc.reduce_mean}}.get(tc.loss, {"reduce_mean": tc.reduce_mean})
+    loss_options = {"reduce_mean": tc.reduce_mean}
+    if tc.loss == "dsm":  # only the continuous-time loss samples t on [eps, T] and can reweight
+        loss_options.update(eps=tc.eps, likelihood_weighting=tc.likelihood_weighting)
     opt = torch.optim.Adam(model.net.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
     ema = EMA(model.net, decay=tc.ema_decay)
     generator = torch.Generator().manual_seed(tc.seed)
