@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde.model import Prediction, ScoreModel
+from scoresde.grids import GridTable
+from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
-from scoresde.samplers.base import CountingModel
 from scoresde.samplers.steps import ancestral_coefficients, gaussian_step
 from scoresde.sde import batch_coeff
 
@@ -103,9 +103,10 @@ def _logvar(variance: Variance, posterior_var: Tensor, beta: Tensor, x_t: Tensor
 
 
 def variational_bound(
-    model: ScoreModel,
+    model: DiffusionModel,
     x0: Tensor,
     *,
+    cond: Cond = None,
     variance: Variance = "posterior",
     decoder: str = "gaussian",
     data_range: tuple[float, float] = (-1.0, 1.0),
@@ -115,8 +116,10 @@ def variational_bound(
     """The N-step DDPM bound on ``−log p(x0)`` for ``model`` (N = ``model.sde.N``).
 
     ``x0``: continuous data (``decoder="gaussian"``) or, for ``decoder="discretized"``, integer
-    pixels in ``[0, levels − 1]`` mapped to ``lo + (hi − lo)·pixel/(levels − 1)``.
+    pixels in ``[0, levels − 1]`` mapped to ``lo + (hi − lo)·pixel/(levels − 1)``. ``cond`` is
+    passed to every network call (the bound is then on ``−log p(x0 | cond)``).
     """
+    check_model(model)
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     if not (callable(variance) or variance in ("posterior", "beta")):
@@ -130,11 +133,13 @@ def variational_bound(
         raise ValueError("decoder='gaussian' needs floating-point data")
     if x0.ndim < 2 or not torch.isfinite(x0).all():
         raise ValueError(f"x0 must be a finite (batch, ...) tensor, got shape {tuple(x0.shape)}")
+    check_cond(cond, x0.shape[0])
     noise = as_noise(generator)
     sde = model.sde
-    counting = CountingModel(model)
-    N = sde.N
+    N = sde.require_N("the DDPM variational bound")
+    counting = CountingModel(model, cond)
     taus = torch.arange(N + 1, dtype=torch.float64) / N
+    table = GridTable.build(sde, taus.flip(0))  # step N − k goes from τ_k to τ_{k−1}
 
     def q_sample(k: int) -> tuple[Tensor, Tensor]:
         eps = noise.randn(tuple(x0.shape), x0.dtype, x0.device)
@@ -149,13 +154,13 @@ def variational_bound(
     kls = []
     decoder_term = None
     for k in range(N, 0, -1):
-        t, s = taus[k], taus[k - 1]
+        t = taus[k]
         x_t, eps_true = q_sample(k)
-        alpha_s, eps_coef, post_std = ancestral_coefficients(sde, t, s, "posterior")
-        _, _, beta_std = ancestral_coefficients(sde, t, s, "beta")
+        alpha_s, eps_coef, post_std = ancestral_coefficients(table, N - k, "posterior")
+        _, _, beta_std = ancestral_coefficients(table, N - k, "beta")
         post_var = post_std**2
         if post_var == 0:  # k = 1 for VP: β̃_1 = 0; use β̃_2 as improved DDPM does (β_1 if N = 1)
-            post_var = (ancestral_coefficients(sde, taus[2], taus[1], "posterior")[2] ** 2
+            post_var = (ancestral_coefficients(table, N - 2, "posterior")[2] ** 2
                         if N >= 2 else beta_std**2)
         pred = counting.predict(x_t, t)
         truth = Prediction(x=x_t, alpha=pred.alpha, sigma=pred.sigma, x0=x0, eps=eps_true)

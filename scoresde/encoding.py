@@ -18,20 +18,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoresde.model import ScoreModel
+from scoresde.grids import GridTable
+from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, CountingModel, SamplerSpec
+from scoresde.samplers.base import Callback, SamplerSpec
 from scoresde.sampling import SampleResult, resolve_sampler, time_grid
 
 ENCODE_T_END = 1e-3
 
 
 def encode(
-    model: ScoreModel,
+    model: DiffusionModel,
     x: Tensor,
     sampler: str | SamplerSpec = "ddim",
     steps: int | None = None,
     *,
+    cond: Cond = None,
     timesteps: Tensor | None = None,
     grid: str | None = None,
     t_start: float | None = None,
@@ -46,30 +48,35 @@ def encode(
     decreasing); the encoder runs it in reverse. Only deterministic samplers can encode:
     ``"ddim"`` with ``eta=0`` and ``"ode"`` (fixed-step or adaptive ``method``).
     Returns a :class:`SampleResult` whose ``.x`` is the latent and ``.timesteps`` the
-    increasing grid that was used. ``generator`` is accepted so that the arguments of a
+    increasing grid that was used. ``cond`` is passed to every network call, as in
+    :func:`~scoresde.sample`. ``generator`` is accepted so that the arguments of a
     :func:`~scoresde.sample` call can be reused, and ignored: encoding draws no noise.
     """
     del generator  # deterministic: nothing to draw
+    check_model(model)
     spec = resolve_sampler(sampler)
-    if spec.is_stochastic(options):
+    opts = spec.parse(options)
+    if opts.stochastic:
         raise ValueError(
-            f"sampler {sampler!r} with options {options} is stochastic and cannot encode; "
+            f"sampler {spec.name!r} with {opts} is stochastic and cannot encode; "
             "use 'ddim' with eta=0 or 'ode'"
         )
     if not isinstance(x, Tensor) or x.ndim < 1:
         raise ValueError(f"x must be a (batch, ...) tensor, got {type(x).__name__}")
+    check_cond(cond, x.shape[0])
     if not torch.isfinite(x).all():
         raise ValueError("x must be finite; got NaN or inf")
     if timesteps is None and t_end is None:
         t_end = ENCODE_T_END
-    ts = time_grid(spec, model, options, steps, timesteps, grid, t_start, t_end).flip(0)
-    if model.sde.sigma(ts[0]) == 0:
+    ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end).flip(0)
+    table = GridTable.build(model.sde, ts)
+    if table.sigma[0] == 0:
         raise ValueError(
             "encoding starts at the grid's data end, where the model would be evaluated at "
             "sigma = 0; use a grid ending at t_end > 0"
         )
-    counting = CountingModel(model)
-    z = spec.fn(counting, x, ts, None, callback=callback, **options)
+    counting = CountingModel(model, cond)
+    z = spec.fn(counting, x, table, None, opts, callback)
     if not torch.isfinite(z).all():
         raise FloatingPointError("encoding produced non-finite latents; check the model's outputs")
     return SampleResult(x=z, nfe=counting.nfe, timesteps=ts)

@@ -10,6 +10,9 @@ the same equation for VP, sub-VP and VE: only the map ``t ↔ σ̄`` differs. It
 ``σ̄_t`` to ``σ̄_s`` is DDIM (η = 0); in the original variables
 
     x_s = alpha_s · (x_t/alpha_t + (σ̄_s − σ̄_t) · eps) = alpha_s · x0 + sigma_s · eps.
+
+:func:`eps_field` is the one PF-ODE vector field of the library: the ``ode`` sampler, ``encode``
+(through the samplers) and ``log_likelihood`` (which adds the divergence) all integrate it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from scoresde import ode
+from scoresde.grids import GridTable
 from scoresde.model import Prediction
 from scoresde.sde import SDE, batch_coeff
 
@@ -35,21 +39,25 @@ def eps_field(predict: Predictor, sde: SDE) -> ode.VectorField:
     return field
 
 
-def integrate(predict: Predictor, sde: SDE, x: Tensor, timesteps: Tensor, method: str,
+def check_adaptive_ends(grid: GridTable, method: str) -> None:
+    """Adaptive methods evaluate the field at both ends, where sigma must be > 0."""
+    if ode.is_adaptive(method) and (grid.sigma_bar == 0).any():
+        raise ValueError(
+            f"adaptive ODE methods evaluate the model at both ends, so they need sigma > 0 "
+            f"there; got times from {grid.t[0]:.4g} to {grid.t[-1]:.4g}. "
+            "Use t_end > 0 (with denoise=True for a final Tweedie step)."
+        )
+
+
+def integrate(predict: Predictor, sde: SDE, x: Tensor, grid: GridTable, method: str,
               rtol: float = 1e-5, atol: float = 1e-5,
               on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
-    """Carry ``x`` at ``timesteps[0]`` along the PF-ODE to ``timesteps[-1]`` (either direction).
+    """Carry ``x`` at ``grid.t[0]`` along the PF-ODE to ``grid.t[-1]`` (either direction).
 
     ``on_step(i, x)`` receives the state in the original variables after fixed step ``i``.
     """
-    sigma_bar = sde.sigma_bar(timesteps)
-    if ode.is_adaptive(method) and (sigma_bar == 0).any():
-        raise ValueError(
-            f"adaptive ODE methods evaluate the model at both ends, so they need sigma > 0 "
-            f"there; got timesteps from {timesteps[0]:.4g} to {timesteps[-1]:.4g}. "
-            "Use t_end > 0 (with denoise=True for a final Tweedie step)."
-        )
-    alpha = sde.alpha(timesteps)
+    check_adaptive_ends(grid, method)
+    sigma_bar, alpha = grid.sigma_bar, grid.alpha
     x_bar = x / batch_coeff(alpha[0], x)
     step_hook = None
     if on_step is not None:

@@ -18,6 +18,7 @@ one step to 0, as EDM appends ``σ = 0``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -25,6 +26,40 @@ from torch import Tensor
 from scoresde.sde import SDE
 
 GridFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class GridTable:
+    """A time grid and its schedule coefficients, all float64, computed once per sampling call.
+
+    ``t[i]`` are the times (decreasing when sampling, increasing when encoding); ``alpha``,
+    ``sigma``, ``log_snr = log(alpha²/sigma²)`` and ``sigma_bar = sigma/alpha`` are their values
+    there (``log_snr = +inf`` and ``sigma_bar = 0`` where ``sigma = 0``). Multistep samplers read
+    their step sizes (e.g. ``h = log_snr[i+1]/2 − log_snr[i]/2``) from here instead of
+    re-evaluating the schedule at every step.
+    """
+
+    t: Tensor
+    alpha: Tensor
+    sigma: Tensor
+    log_snr: Tensor
+    sigma_bar: Tensor
+
+    @classmethod
+    def build(cls, sde: SDE, t: Tensor) -> GridTable:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return cls(t=t, alpha=sde.alpha(t), sigma=sde.sigma(t), log_snr=sde.log_snr(t),
+                   sigma_bar=sde.sigma_bar(t))
+
+    @property
+    def steps(self) -> int:
+        """Number of steps: one fewer than the number of times."""
+        return len(self.t) - 1
+
+    def flip(self) -> GridTable:
+        """The same grid run the other way (decoding grid ↔ encoding grid)."""
+        return GridTable(*(v.flip(0) for v in (self.t, self.alpha, self.sigma, self.log_snr,
+                                                self.sigma_bar)))
 
 
 def check_timesteps(timesteps: Tensor, sde: SDE) -> Tensor:

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde import grids, ode
-from scoresde.model import ScoreModel
+from scoresde import flow, grids, ode
+from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model, split_cond
 from scoresde.noise import NoiseSource, as_noise
-from scoresde.samplers.base import CountingModel
 from scoresde.sde import batch_coeff
 
 TRACES = ("exact", "rademacher", "gaussian")
@@ -90,20 +89,20 @@ def _check_data(x: Tensor) -> None:
         raise ValueError("x must be finite; got NaN or inf")
 
 
-def _solve_chunk(model: ScoreModel, x: Tensor, trace: str, probes: Tensor | None, grid: Tensor,
-                 method: str, rtol: float, atol: float,
+def _solve_chunk(model: DiffusionModel, cond: Cond, x: Tensor, trace: str, probes: Tensor | None,
+                 grid: Tensor, method: str, rtol: float, atol: float,
                  prior_logp: Callable[[Tensor], Tensor]) -> LikelihoodResult:
     sde = model.sde
-    counting = CountingModel(model)
+    counting = CountingModel(model, cond)
+    eps_field = flow.eps_field(counting.predict, sde)
     shape, d = x.shape, x[0].numel()
-    t_lo, t_hi = grid[0], grid[-1]
-    alpha_lo, alpha_hi = sde.alpha(t_lo), sde.alpha(t_hi)
+    alpha_lo, alpha_hi = sde.alpha(grid[0]), sde.alpha(grid[-1])
 
     def field(sigma_bar: Tensor, y: Tensor) -> Tensor:
-        t = sde.t_from_sigma_bar(sigma_bar)
+        """The PF-ODE field augmented with its divergence: ``(eps, div_x̄ eps)``."""
         with torch.enable_grad():
             x_bar = y[:, :d].reshape(shape).detach().requires_grad_(True)
-            eps = counting.predict(batch_coeff(sde.alpha(t), x_bar) * x_bar, t).eps
+            eps = eps_field(sigma_bar, x_bar)
             div = divergence(eps, x_bar, trace, probes)
         return torch.cat([eps.detach().flatten(1), div.detach()[:, None]], dim=1)
 
@@ -117,9 +116,10 @@ def _solve_chunk(model: ScoreModel, x: Tensor, trace: str, probes: Tensor | None
 
 
 def log_likelihood(
-    model: ScoreModel,
+    model: DiffusionModel,
     x: Tensor,
     *,
+    cond: Cond = None,
     trace: str = "exact",
     probes: int = 1,
     method: str = "dopri5",
@@ -133,12 +133,14 @@ def log_likelihood(
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     progress: bool = False,
 ) -> LikelihoodResult:
-    """``log p_eps(x)`` per sample, in nats, by the PF-ODE of ``model``.
+    """``log p_eps(x | cond)`` per sample, in nats, by the PF-ODE of ``model``.
 
     Args:
-        model: a :class:`~scoresde.ScoreModel` (any SDE, any prediction type).
+        model: any :class:`~scoresde.model.DiffusionModel` (any SDE, any prediction type).
         x: data ``(batch, ...)``, finite floating point; its dtype is the solve's dtype
             (use float64 for tight tolerances).
+        cond: the condition of each sample (batch first), passed to every network call; the
+            result is then the conditional log-density.
         trace: ``"exact"``, ``"rademacher"`` or ``"gaussian"`` (Hutchinson–Skilling).
         probes: number of Hutchinson probes averaged per evaluation (held fixed per solve).
         method: an ODE method from :func:`scoresde.ode.methods` (default torchdiffeq dopri5);
@@ -151,7 +153,9 @@ def log_likelihood(
         prior_logp: ``log p_T`` (default: the SDE's Gaussian prior).
         progress: show a tqdm progress bar over the chunks.
     """
+    check_model(model)
     _check_data(x)
+    check_cond(cond, x.shape[0])
     if trace not in TRACES:
         raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
     ode.check_method(method)
@@ -177,17 +181,18 @@ def log_likelihood(
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
-    chunks = list(torch.split(x, int(batch_size)))
+    chunks = list(zip(torch.split(x, int(batch_size)), split_cond(cond, int(batch_size), len(x))))
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, unit="batch", desc="log-likelihood")
     results = []
-    for chunk in chunks:
+    for chunk, chunk_cond in chunks:
         v = None
         if noise is not None:
             v = draw_probes(trace, probes, tuple(chunk.shape), noise, chunk.dtype, chunk.device)
-        results.append(_solve_chunk(model, chunk, trace, v, time_grid, method, rtol, atol, prior_logp))
+        results.append(_solve_chunk(model, chunk_cond, chunk, trace, v, time_grid, method, rtol, atol,
+                                    prior_logp))
     return LikelihoodResult(
         **{f: torch.cat([getattr(r, f) for r in results]) for f in LikelihoodResult.__dataclass_fields__}
     )
@@ -232,7 +237,7 @@ class BitsPerDim:
         return float(self.bpd.std() / math.sqrt(n)) if n > 1 else float("nan")
 
 
-def bits_per_dim(model: ScoreModel, x: Tensor, *, data_range: tuple[float, float] = (0.0, 1.0),
+def bits_per_dim(model: DiffusionModel, x: Tensor, *, cond: Cond = None, data_range: tuple[float, float] = (0.0, 1.0),
                  levels: int = 256, generator: torch.Generator | NoiseSource | None = None,
                  dtype: torch.dtype = torch.float64, **likelihood_options) -> BitsPerDim:
     """Bits per dimension of ``x`` under ``model``.
@@ -248,7 +253,8 @@ def bits_per_dim(model: ScoreModel, x: Tensor, *, data_range: tuple[float, float
       [−1, 1] data). One ``u`` per sample, drawn from ``generator`` (required).
     * Floating-point ``x``: continuous data, no dequantization, ``bpd = −log p(x)/(D·ln 2)``.
 
-    ``likelihood_options`` go to :func:`log_likelihood` (``trace``, ``method``, ``rtol``…).
+    ``cond`` and ``likelihood_options`` go to :func:`log_likelihood` (``trace``, ``method``,
+    ``rtol``…).
     """
     if x.is_floating_point():
         y, log_jac = x, 0.0
@@ -260,7 +266,7 @@ def bits_per_dim(model: ScoreModel, x: Tensor, *, data_range: tuple[float, float
         likelihood_options.setdefault("generator", noise)
     if not x.is_floating_point() or "generator" not in likelihood_options:
         likelihood_options.setdefault("generator", generator)
-    ll = log_likelihood(model, y, **likelihood_options)
+    ll = log_likelihood(model, y, cond=cond, **likelihood_options)
     d = x[0].numel()
     bpd = -(ll.logp + d * log_jac) / (d * math.log(2.0))
     return BitsPerDim(bpd=bpd, likelihood=ll)

@@ -20,6 +20,8 @@ differ only in how ``t`` is drawn and in ``w``:
 
 ``reduce_mean`` averages the squared error over the data dimensions (else sums it); the result
 is then averaged over the batch. Times are drawn first, then ``z``, both from the ``generator``.
+``cond`` (a tensor with the batch first, or a dict of network keyword arguments) is passed to
+the model unchanged: a conditional model learns ``eps(x_t, t, cond)``.
 """
 
 from __future__ import annotations
@@ -29,40 +31,42 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoresde.model import ScoreModel, check_times
+from scoresde.model import Cond, DiffusionModel, check_times
 from scoresde.sde import VESDE, batch_coeff
 
 
 def _noise_matching(
-    model: ScoreModel,
+    model: DiffusionModel,
     x0: Tensor,
     t: Tensor,
     generator: torch.Generator,
     *,
+    cond: Cond = None,
     weight: Tensor | None = None,
     reduce_mean: bool = True,
 ) -> Tensor:
     """``mean_batch[ w(t) · reduce_dims ||eps_θ(x_t, t) − z||² ]`` at float64 times ``t`` (batch,)."""
     z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     x_t = batch_coeff(model.sde.alpha(t), x0) * x0 + batch_coeff(model.sde.sigma(t), x0) * z
-    err = (model.predict(x_t, t).eps - z).square().flatten(1)
+    err = (model.predict(x_t, t, cond).eps - z).square().flatten(1)
     per_sample = err.mean(1) if reduce_mean else err.sum(1)
     if weight is not None:
         per_sample = per_sample * weight.to(per_sample)
     return per_sample.mean()
 
 
-def _uniform_index(model: ScoreModel, x0: Tensor, generator: torch.Generator) -> Tensor:
+def _uniform_index(model: DiffusionModel, x0: Tensor, generator: torch.Generator) -> Tensor:
     """Step indices ``i ~ U{0..N−1}``, one per sample, as float64."""
-    i = torch.randint(model.sde.N, (x0.shape[0],), generator=generator, device=x0.device)
+    i = torch.randint(model.sde.require_N("a discrete-time loss (use dsm_loss otherwise)"), (x0.shape[0],), generator=generator, device=x0.device)
     return i.to(torch.float64)
 
 
 def dsm_loss(
-    model: ScoreModel,
+    model: DiffusionModel,
     x0: Tensor,
     generator: torch.Generator,
     *,
+    cond: Cond = None,
     eps: float = 1e-5,
     likelihood_weighting: bool = False,
     reduce_mean: bool = True,
@@ -79,6 +83,7 @@ def dsm_loss(
         model: the score model being trained.
         x0: a data batch ``(batch, ...)``.
         generator: source of the times and the noise.
+        cond: the batch's condition, passed to the model.
         eps: smallest time drawn (the score blows up as ``sigma → 0``).
         likelihood_weighting: use ``λ = g²`` instead of ``λ = sigma²``.
         reduce_mean: mean over data dimensions (else sum), before the batch mean.
@@ -94,10 +99,10 @@ def dsm_loss(
     else:
         t = check_times(t, x0, model.sde)
     weight = model.sde.g2(t) / model.sde.sigma(t) ** 2 if likelihood_weighting else None
-    return _noise_matching(model, x0, t, generator, weight=weight, reduce_mean=reduce_mean)
+    return _noise_matching(model, x0, t, generator, cond=cond, weight=weight, reduce_mean=reduce_mean)
 
 
-def ddpm_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator, *,
+def ddpm_loss(model: DiffusionModel, x0: Tensor, generator: torch.Generator, *, cond: Cond = None,
               reduce_mean: bool = True) -> Tensor:
     """DDPM's simple loss ``||eps_θ(x_t, t_i) − z||²`` with ``i ~ U{0..N−1}``, ``t_i = (i + 1)/N``.
 
@@ -105,10 +110,10 @@ def ddpm_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator, *,
     ``time_input="index"`` the network sees the step index ``i``.
     """
     t = (_uniform_index(model, x0, generator) + 1.0) / model.sde.N
-    return _noise_matching(model, x0, t, generator, reduce_mean=reduce_mean)
+    return _noise_matching(model, x0, t, generator, cond=cond, reduce_mean=reduce_mean)
 
 
-def smld_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator, *,
+def smld_loss(model: DiffusionModel, x0: Tensor, generator: torch.Generator, *, cond: Cond = None,
               reduce_mean: bool = True) -> Tensor:
     """SMLD's loss ``||sigma_i·s_θ(x0 + sigma_i z, sigma_i) + z||²`` for a :class:`VESDE`.
 
@@ -119,7 +124,7 @@ def smld_loss(model: ScoreModel, x0: Tensor, generator: torch.Generator, *,
                          "use dsm_loss or ddpm_loss for other SDEs")
     # N = 1 has the single level sigma_min = sigma(0).
     t = _uniform_index(model, x0, generator) / max(model.sde.N - 1, 1)
-    return _noise_matching(model, x0, t, generator, reduce_mean=reduce_mean)
+    return _noise_matching(model, x0, t, generator, cond=cond, reduce_mean=reduce_mean)
 
 
 LossFn = Callable[..., Tensor]

@@ -1,8 +1,19 @@
-"""One model contract: a network of any prediction type, wrapped once.
+"""One model contract: ``predict(x, t, cond) -> Prediction`` on ``.sde``, for every model.
 
-``ScoreModel(net, sde, prediction, time_input)`` calls ``net(x, c)`` where ``c`` is the time
-as the network expects it, and turns the output into a :class:`Prediction` holding ``x0`` and
-``eps`` (the score and v follow from them). The conversions live here and nowhere else:
+:class:`DiffusionModel` is the protocol every sampler, likelihood, bound, encoder and loss
+calls. :class:`ScoreModel` implements it for a network of any prediction type:
+``ScoreModel(net, sde, prediction, time_input)`` calls ``net(x, c)`` (or ``net(x, c, cond)`` /
+``net(x, c, **cond)``, see below) where ``c`` is the time as the network expects it, and turns
+the output into a :class:`Prediction` holding ``x0`` and ``eps`` (the score and v follow from
+them). Wrappers (guidance, latent models, foreign networks) implement the same protocol and
+compose; :class:`CountingModel` counts the protocol calls of any of them (the NFE).
+
+Conditioning ``cond`` is passed to the network unchanged, as EDM's ``class_labels`` /
+``**model_kwargs`` and k-diffusion's ``extra_args``: ``None`` (unconditional), a tensor whose
+first axis is the batch (``net(x, c, cond)``), or a dict of keyword arguments
+(``net(x, c, **cond)``) whose tensor values with a batch axis are split with the batch.
+
+The conversions live here and nowhere else:
 
 * ``x_t = alpha·x0 + sigma·eps``            (definition of the marginal)
 * ``score = −eps / sigma``                  (Tweedie / denoising score matching)
@@ -12,8 +23,9 @@ as the network expects it, and turns the output into a :class:`Prediction` holdi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +33,7 @@ from torch import Tensor, nn
 from scoresde.sde import SDE, as_time, batch_coeff
 
 PREDICTIONS = ("eps", "x0", "v", "score")
+Cond = Tensor | Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,8 @@ TIME_INPUTS = {
     for ti in (
         TimeInput("continuous", lambda t, sde: t, lambda c, sde: c),
         # DDPM step index: t_i = (i + 1)/N  <=>  i = t·N − 1.
-        TimeInput("index", lambda t, sde: t * sde.N - 1.0, lambda c, sde: (c + 1.0) / sde.N),
+        TimeInput("index", lambda t, sde: t * sde.require_N("time_input='index'") - 1.0,
+                  lambda c, sde: (c + 1.0) / sde.require_N("time_input='index'")),
         # score_sde's continuous VP/sub-VP label.
         TimeInput("scaled", lambda t, sde: 999.0 * t, lambda c, sde: c / 999.0),
         TimeInput("sigma", lambda t, sde: sde.sigma(t), lambda c, sde: _t_from_sigma(c, sde)),
@@ -81,6 +95,78 @@ class Prediction:
         return self.alpha * self.eps - self.sigma * self.x0
 
 
+@runtime_checkable
+class DiffusionModel(Protocol):
+    """What every consumer of a model calls: one evaluation at ``(x, t)`` under ``cond``.
+
+    ``t`` is a scalar or of shape ``(batch,)`` in ``[0, sde.T]``; ``cond`` is ``None``, a tensor
+    with the batch as its first axis, or a dict of keyword arguments for the network.
+    """
+
+    sde: SDE
+
+    def predict(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Prediction: ...
+
+
+def check_model(model: Any) -> None:
+    """Refuse an object that does not implement :class:`DiffusionModel`."""
+    if not (callable(getattr(model, "predict", None)) and isinstance(getattr(model, "sde", None), SDE)):
+        raise TypeError("model must implement the DiffusionModel protocol (a .sde attribute and "
+                        f".predict(x, t, cond)), e.g. a scoresde.ScoreModel; got {type(model).__name__}")
+
+
+def check_cond(cond: Cond, batch: int) -> None:
+    """Refuse a condition whose batch axis does not match ``batch`` samples."""
+    if cond is None:
+        return
+    if isinstance(cond, Tensor):
+        items = {"cond": cond}
+    elif isinstance(cond, Mapping):
+        items = {f"cond[{k!r}]": v for k, v in cond.items()}
+    else:
+        raise TypeError(f"cond must be None, a tensor or a dict of network keyword arguments, "
+                        f"got {type(cond).__name__}")
+    for name, value in items.items():
+        if isinstance(value, Tensor) and (value.ndim == 0 or value.shape[0] != batch):
+            raise ValueError(f"{name} must have the batch as its first axis ({batch} samples), "
+                             f"got shape {tuple(value.shape)}")
+
+
+def split_cond(cond: Cond, size: int, batch: int) -> list[Cond]:
+    """``cond`` of ``batch`` samples cut along its batch axis into chunks of ``size``, as
+    ``torch.split`` cuts the data (values without a batch axis go to every chunk)."""
+    n = -(-batch // size)
+    if cond is None:
+        return [None] * n
+    if isinstance(cond, Tensor):
+        return list(torch.split(cond, size))
+    parts = {k: torch.split(v, size) if isinstance(v, Tensor) else None for k, v in cond.items()}
+    return [{k: (parts[k][i] if parts[k] is not None else v) for k, v in cond.items()} for i in range(n)]
+
+
+class CountingModel:
+    """Any :class:`DiffusionModel` with ``cond`` bound, counting protocol calls (the NFE).
+
+    One NFE is one ``predict`` call on the whole batch. A wrapper that batches several network
+    passes into one call (classifier-free guidance evaluates the conditional and unconditional
+    branches together) counts once, as k-diffusion and diffusers count it.
+    """
+
+    def __init__(self, model: DiffusionModel, cond: Cond = None):
+        check_model(model)
+        self.model = model
+        self.cond = cond
+        self.nfe = 0
+
+    @property
+    def sde(self) -> SDE:
+        return self.model.sde
+
+    def predict(self, x: Tensor, t: float | Tensor) -> Prediction:
+        self.nfe += 1
+        return self.model.predict(x, t, self.cond)
+
+
 def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Prediction:
     """Convert a raw network output of type ``kind`` at ``x`` into a :class:`Prediction`."""
     if kind == "eps":
@@ -98,10 +184,11 @@ def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sig
 
 
 class ScoreModel(nn.Module):
-    """Wrap ``net(x, c) -> tensor shaped like x`` as a score model on ``sde``.
+    """Wrap ``net(x, c[, cond]) -> tensor shaped like x`` as a :class:`DiffusionModel` on ``sde``.
 
     Args:
-        net: the network; called as ``net(x, c)`` with ``c`` of shape ``(batch,)``.
+        net: the network; called as ``net(x, c)`` with ``c`` of shape ``(batch,)``, and with the
+            condition as ``net(x, c, cond)`` (a tensor) or ``net(x, c, **cond)`` (a dict).
         sde: the forward SDE the network was trained for.
         prediction: what the network outputs: ``"eps"``, ``"x0"``, ``"v"`` or ``"score"``.
         time_input: how ``t ∈ [0, T]`` is given to the network: ``"continuous"`` (t),
@@ -111,7 +198,7 @@ class ScoreModel(nn.Module):
 
     def __init__(
         self,
-        net: Callable[[Tensor, Tensor], Tensor],
+        net: Callable[..., Tensor],
         sde: SDE,
         prediction: str = "eps",
         time_input: str | Callable[[Tensor], Tensor] = "continuous",
@@ -125,6 +212,8 @@ class ScoreModel(nn.Module):
             )
         if not (isinstance(time_input, str) or callable(time_input)):
             raise TypeError(f"time_input must be a string or a callable, got {type(time_input)}")
+        if time_input == "index":
+            sde.require_N("time_input='index'")
         self.net = net
         self.sde = sde
         self.prediction = prediction
@@ -136,11 +225,17 @@ class ScoreModel(nn.Module):
             return self.time_input(t)
         return TIME_INPUTS[self.time_input].encode(t, self.sde)
 
-    def predict(self, x: Tensor, t: float | Tensor) -> Prediction:
-        """One network call at ``(x, t)``; ``t`` a scalar or of shape ``(batch,)`` in ``[0, T]``."""
+    def predict(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Prediction:
+        """One network call at ``(x, t)`` under ``cond``; ``t`` a scalar or ``(batch,)`` in ``[0, T]``."""
         t = check_times(t, x, self.sde)
+        check_cond(cond, x.shape[0])
         c = self.net_time(t).to(device=x.device, dtype=x.dtype)
-        out = self.net(x, c)
+        if cond is None:
+            out = self.net(x, c)
+        elif isinstance(cond, Tensor):
+            out = self.net(x, c, cond)
+        else:
+            out = self.net(x, c, **cond)
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
@@ -150,20 +245,20 @@ class ScoreModel(nn.Module):
         sigma = batch_coeff(self.sde.sigma(t), x)
         return prediction_from_output(self.prediction, out, x, alpha, sigma)
 
-    def forward(self, x: Tensor, t: float | Tensor) -> Prediction:
-        return self.predict(x, t)
+    def forward(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Prediction:
+        return self.predict(x, t, cond)
 
-    def score(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return self.predict(x, t).score
+    def score(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Tensor:
+        return self.predict(x, t, cond).score
 
-    def eps(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return self.predict(x, t).eps
+    def eps(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Tensor:
+        return self.predict(x, t, cond).eps
 
-    def x0(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return self.predict(x, t).x0
+    def x0(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Tensor:
+        return self.predict(x, t, cond).x0
 
-    def v(self, x: Tensor, t: float | Tensor) -> Tensor:
-        return self.predict(x, t).v
+    def v(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Tensor:
+        return self.predict(x, t, cond).v
 
 
 def check_times(t: float | Tensor, x: Tensor, sde: SDE) -> Tensor:

@@ -14,9 +14,10 @@ import torch
 from torch import Tensor
 
 from scoresde import grids, samplers
-from scoresde.model import ScoreModel
+from scoresde.grids import GridTable
+from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
-from scoresde.samplers.base import Callback, CountingModel, SamplerSpec
+from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,9 @@ def resolve_sampler(sampler: str | SamplerSpec) -> SamplerSpec:
     return samplers.get(sampler)
 
 
-def time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], steps: int | None,
-               timesteps: Tensor | None, grid: str | None, t_start: float | None,
-               t_end: float | None) -> Tensor:
+def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions, steps: int | None,
+              timesteps: Tensor | None, grid: str | None, t_start: float | None,
+              t_end: float | None) -> Tensor:
     """The decreasing grid ``sample`` uses: explicit ``timesteps`` or ``steps`` on ``grid``;
     only the two ends for an adaptive solver."""
     sde = model.sde
@@ -47,7 +48,7 @@ def time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], ste
         if steps is not None or grid is not None or t_start is not None or t_end is not None:
             raise ValueError("pass either timesteps or steps/grid/t_start/t_end, not both")
         ts = grids.check_timesteps(timesteps, sde)
-        if not spec.uses_grid(options) and len(ts) > 2:
+        if not options.uses_grid and len(ts) > 2:
             raise ValueError(
                 f"an adaptive solver uses only the ends of timesteps; got {len(ts)} times "
                 "(pass [t_start, t_end], or use a fixed-step method)"
@@ -57,7 +58,7 @@ def time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], ste
     t_end = spec.t_end if t_end is None else t_end
     if not 0.0 <= t_end < t_start <= sde.T:
         raise ValueError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
-    if not spec.uses_grid(options):
+    if not options.uses_grid:
         if steps is not None or grid is not None:
             raise ValueError(
                 f"an adaptive solver chooses its own steps; got steps={steps!r}, grid={grid!r} "
@@ -70,11 +71,12 @@ def time_grid(spec: SamplerSpec, model: ScoreModel, options: dict[str, Any], ste
 
 
 def sample(
-    model: ScoreModel,
+    model: DiffusionModel,
     shape: tuple[int, ...],
     sampler: str | SamplerSpec = "ddim",
     steps: int | None = None,
     *,
+    cond: Cond = None,
     generator: torch.Generator | NoiseSource | None = None,
     timesteps: Tensor | None = None,
     grid: str | None = None,
@@ -91,8 +93,11 @@ def sample(
     """Draw ``shape`` samples from ``model`` with ``sampler``.
 
     Args:
-        model: a :class:`~scoresde.ScoreModel`.
+        model: any :class:`~scoresde.model.DiffusionModel` (a :class:`~scoresde.ScoreModel`
+            or a wrapper of one).
         shape: ``(batch, ...)`` of the samples.
+        cond: the condition passed to every network call: a tensor whose first axis is the
+            batch (e.g. class labels) or a dict of network keyword arguments.
         sampler: a name from ``scoresde.samplers.available()`` or a ``SamplerSpec``.
         steps: number of grid steps (fixed-step samplers); NFE follows from it exactly.
         generator: a ``torch.Generator`` or :class:`~scoresde.PerSampleNoise`; required
@@ -105,19 +110,23 @@ def sample(
         x_T: the starting state at ``t_start`` (default: a draw from the prior).
         callback: called after every step with ``{"i", "t", "x", "x0"}``.
         progress: show a tqdm progress bar over the steps.
-        **options: sampler options, e.g. ``eta`` (ddim), ``predictor``, ``corrector``,
-            ``snr``, ``n_corrector`` (pc), ``method``, ``rtol``, ``atol`` (ode),
-            ``variance`` (ancestral).
+        **options: the sampler's declared options (``sd.samplers.get(name).options``), e.g.
+            ``eta`` (ddim), ``predictor``, ``corrector``, ``snr``, ``n_corrector`` (pc),
+            ``method``, ``rtol``, ``atol`` (ode), ``variance`` (ancestral). A name the
+            sampler does not declare is an error listing the valid ones.
 
     Returns:
         a :class:`SampleResult` with ``.x`` and ``.nfe``.
     """
+    check_model(model)
     spec = resolve_sampler(sampler)
+    opts = spec.parse(options)
     sde = model.sde
     shape = tuple(shape)
     if len(shape) < 1 or not all(isinstance(n, int) and n >= 1 for n in shape):
         raise ValueError(f"shape must be a tuple of positive ints (batch, ...), got {shape}")
-    ts = time_grid(spec, model, options, steps, timesteps, grid, t_start, t_end)
+    check_cond(cond, shape[0])
+    ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end)
     denoise = spec.denoise if denoise is None else bool(denoise)
     if denoise and sde.sigma(ts[-1]) == 0:
         raise ValueError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
@@ -129,19 +138,20 @@ def sample(
             raise ValueError("x_T must be finite")
     elif ts[0] < sde.T:
         raise ValueError(f"starting at t={float(ts[0]):.4g} < T needs x_T (the prior sits at T)")
-    needs_noise = spec.is_stochastic(options) or x_T is None
+    needs_noise = opts.stochastic or x_T is None
     noise = as_noise(generator) if needs_noise or generator is not None else None
     if x_T is None:
         x = sde.prior_std * noise.randn(shape, dtype, torch.device(device or "cpu"))
     else:
         x = x_T
 
-    counting = CountingModel(model)
+    counting = CountingModel(model, cond)
+    table = GridTable.build(sde, ts)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(ts) - 1, unit="step", desc=getattr(spec.fn, "__name__", "sample"))
+        bar = tqdm(total=table.steps, unit="step", desc=spec.name)
 
     def on_step(info: dict[str, Any]) -> None:
         if bar is not None:
@@ -150,7 +160,7 @@ def sample(
             callback(info)
 
     try:
-        x = spec.fn(counting, x, ts, noise, callback=on_step, **options)
+        x = spec.fn(counting, x, table, noise, opts, on_step)
         if denoise:
             x = counting.predict(x, ts[-1]).x0
     finally:
@@ -158,7 +168,7 @@ def sample(
             bar.close()
     if not torch.isfinite(x).all():
         raise FloatingPointError(
-            f"sampling produced non-finite values ({sampler!r}, {len(ts) - 1} steps, "
-            f"options {options}); check the model's outputs and the grid"
+            f"sampling produced non-finite values ({spec.name!r}, {table.steps} steps, "
+            f"options {opts}); check the model's outputs and the grid"
         )
     return SampleResult(x=x, nfe=counting.nfe, timesteps=ts)

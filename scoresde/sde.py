@@ -47,14 +47,26 @@ def batch_coeff(c: Tensor, x: Tensor) -> Tensor:
 
 
 class SDE(abc.ABC):
-    """Base class of the forward SDEs. ``N`` is the number of discretization steps."""
+    """Base class of the forward SDEs.
+
+    ``N`` is the number of discretization steps of a discrete-time model (DDPM's step index,
+    the variational bound, the discrete losses); ``None`` for a purely continuous SDE, which
+    every sampler, the likelihood and the continuous loss accept.
+    """
 
     T: float = 1.0
 
-    def __init__(self, N: int):
-        if int(N) != N or N < 1:
-            raise ValueError(f"N must be a positive integer, got {N!r}")
-        self.N = int(N)
+    def __init__(self, N: int | None = None):
+        if N is not None and (isinstance(N, bool) or int(N) != N or N < 1):
+            raise ValueError(f"N must be a positive integer or None (continuous time), got {N!r}")
+        self.N = None if N is None else int(N)
+
+    def require_N(self, what: str) -> int:
+        """``N``, or an error saying that ``what`` needs a discrete-time SDE."""
+        if self.N is None:
+            raise ValueError(f"{what} needs a discrete-time SDE (N steps); this {type(self).__name__} "
+                             "has N=None — construct it with N=...")
+        return self.N
 
     # --- the schedule: every subclass defines these -------------------------------------
     @abc.abstractmethod
@@ -186,29 +198,34 @@ class ReverseSDE:
 
 
 class _VPFamily(SDE):
-    """SDEs whose mean coefficient is ``alpha = sqrt(ᾱ(t))`` for a VP noise schedule."""
+    """SDEs whose mean coefficient is ``alpha = sqrt(ᾱ(t))`` for a VP noise schedule.
 
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
+    ``VPSDE(beta_min, beta_max, N)`` is the linear schedule; ``VPSDE(schedule=..., N=...)`` takes
+    any :class:`~scoresde.schedules.Schedule` (``cosine`` and ``from_betas`` build them).
+    """
+
+    def __init__(self, beta_min: float | None = None, beta_max: float | None = None,
+                 N: int | None = 1000, *, schedule: Schedule | None = None):
         super().__init__(N)
-        self.schedule: Schedule = LinearSchedule(beta_min, beta_max)
+        if schedule is None:
+            schedule = LinearSchedule(0.1 if beta_min is None else beta_min,
+                                      20.0 if beta_max is None else beta_max)
+        elif beta_min is not None or beta_max is not None:
+            raise ValueError("pass either beta_min/beta_max (the linear schedule) or schedule=, not both")
+        elif not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a scoresde.schedules.Schedule, got {type(schedule).__name__}")
+        self.schedule: Schedule = schedule
 
     @classmethod
-    def _from_schedule(cls, schedule: Schedule, N: int):
-        obj = cls.__new__(cls)
-        SDE.__init__(obj, N)
-        obj.schedule = schedule
-        return obj
-
-    @classmethod
-    def cosine(cls, s: float = 0.008, t_max: float = 0.9946, N: int = 1000):
+    def cosine(cls, s: float = 0.008, t_max: float = 0.9946, N: int | None = 1000):
         """Nichol & Dhariwal's cosine schedule; see :class:`CosineSchedule`."""
-        return cls._from_schedule(CosineSchedule(s=s, t_max=t_max), N)
+        return cls(schedule=CosineSchedule(s=s, t_max=t_max), N=N)
 
     @classmethod
     def from_betas(cls, betas: Tensor):
         """A discrete DDPM schedule: ``ᾱ(t_i) = ∏_{j≤i}(1 − β_j)`` exactly at ``t_i = (i+1)/N``."""
         schedule = DiscreteSchedule(torch.as_tensor(betas, dtype=torch.float64))
-        return cls._from_schedule(schedule, len(schedule.betas))
+        return cls(schedule=schedule, N=len(schedule.betas))
 
     def log_alpha_bar(self, t: float | Tensor) -> Tensor:
         return self.schedule.log_alpha_bar(as_time(t))
@@ -226,7 +243,7 @@ class _VPFamily(SDE):
     @property
     def discrete_betas(self) -> Tensor:
         """The DDPM β table of length N this SDE stands for (see the schedule's docstring)."""
-        return self.schedule.discrete_betas(self.N)
+        return self.schedule.discrete_betas(self.require_N("discrete_betas"))
 
     @property
     def prior_std(self) -> float:
@@ -297,7 +314,7 @@ class VESDE(SDE):
     ``x_t = x_{t−dt} + sqrt(sigma(t)² − sigma(t−dt)²) z``.
     """
 
-    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int | None = 1000):
         super().__init__(N)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(
@@ -334,8 +351,8 @@ class VESDE(SDE):
     def discrete_sigmas(self) -> Tensor:
         """score_sde's SMLD table: N geometric noise levels from σ_min to σ_max."""
         return torch.exp(
-            torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), self.N,
-                           dtype=torch.float64)
+            torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max),
+                           self.require_N("discrete_sigmas"), dtype=torch.float64)
         )
 
     def discretize(self, x: Tensor, t: float | Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:

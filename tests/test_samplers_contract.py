@@ -314,7 +314,7 @@ def test_unknown_sampler_lists_the_available_ones(vp_model):
     with pytest.raises(ValueError, match="unknown sampler 'dpm'") as err:
         sd.sample(vp_model, (2, 2), "dpm", 10, generator=gen())
     for name in sd.samplers.available():
-        assert repr(name) in str(err.value)
+        assert name in str(err.value)
     with pytest.raises(TypeError, match="sampler must be a name"):
         sd.sample(vp_model, (2, 2), 3, 10, generator=gen())
 
@@ -420,7 +420,7 @@ def test_unknown_options(vp_model):
         sd.sample(vp_model, (2, 2), "pc", 5, generator=gen(), corrector="hmc")
     with pytest.raises(ValueError, match=r"unknown ODE method 'rk45'.*dopri5"):
         sd.sample(vp_model, (2, 2), "ode", 5, generator=gen(), method="rk45")
-    with pytest.raises(ValueError, match=r"variance must be one of \('posterior', 'beta'\)"):
+    with pytest.raises(ValueError, match=r"'variance' must be one of 'posterior', 'beta', got 'learned'"):
         sd.sample(vp_model, (2, 2), "ancestral", 5, generator=gen(), variance="learned")
     with pytest.raises(ValueError, match=r"unknown grid 'cosine'.*karras"):
         sd.sample(vp_model, (2, 2), "ddim", 5, generator=gen(), grid="cosine")
@@ -431,7 +431,7 @@ def test_unknown_options(vp_model):
     with pytest.raises(ValueError, match="predictor='none' needs a corrector"):
         sd.sample(vp_model, (2, 2), "pc", 5, generator=gen(), predictor="none", corrector="none")
     # A misspelt option is not silently ignored.
-    with pytest.raises(TypeError, match="etta"):
+    with pytest.raises(ValueError, match="no option 'etta'"):
         sd.sample(vp_model, (2, 2), "ddim", 5, generator=gen(), etta=0.5)
 
 

@@ -1,54 +1,54 @@
-"""Samplers behind a registry. Adding one = one file + one ``register`` line + tests.
+"""Samplers behind a registry. Adding one = one file (a function, its options dataclass and a
+``SPEC``) + one ``register`` line below + tests.
 
-``available()`` lists the names; :func:`scoresde.sample` accepts a name or a
-:class:`~scoresde.samplers.base.SamplerSpec`.
+``available()`` lists the names, ``get(name)`` returns the :class:`SamplerSpec` (whose
+``parse(options)`` validates keyword options) and ``variants()`` the named configurations that
+the demo, ``scoresde bench`` and the benchmarks run. :func:`scoresde.sample` accepts a name or a
+spec.
 """
 
 from __future__ import annotations
 
-from scoresde import ode
-from scoresde.samplers.ancestral import ancestral
-from scoresde.samplers.base import CountingModel, SamplerSpec
-from scoresde.samplers.ddim import ddim
-from scoresde.samplers.pc import pc
-from scoresde.samplers.probability_flow import probability_flow
+from scoresde.registry import Registry
+from scoresde.samplers import ancestral, ddim, pc, probability_flow
+from scoresde.samplers.base import SamplerOptions, SamplerSpec, Variant
 
-_REGISTRY: dict[str, SamplerSpec] = {}
+SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
 
 # Defaults (grid, t_end, denoise) are the best of a sweep over the four grids and two ends on
 # the 2-D ring mixture with the exact score (benchmarks/default_grids.py, results in
 # benchmarks/results/default_grids.md): the uniform grid won for every sampler at 5–20 steps.
 
 
-def register(name: str, spec: SamplerSpec) -> None:
-    """Register ``spec`` under ``name``; a duplicate name is an error."""
-    if name in _REGISTRY:
-        raise ValueError(f"a sampler named {name!r} is already registered")
-    _REGISTRY[name] = spec
+def register(spec: SamplerSpec) -> SamplerSpec:
+    """Register ``spec`` under ``spec.name``; a duplicate name is an error."""
+    return SAMPLERS.register(spec.name, spec)
 
 
 def available() -> list[str]:
-    """Names of the registered samplers."""
-    return sorted(_REGISTRY)
+    """Names of the registered samplers, sorted."""
+    return sorted(SAMPLERS.names())
 
 
 def get(name: str) -> SamplerSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown sampler {name!r}; available: {available()}")
-    return _REGISTRY[name]
+    """The spec registered as ``name``; an unknown name is an error listing the available ones."""
+    return SAMPLERS.get(name)
 
 
-register("ancestral", SamplerSpec(ancestral, is_stochastic=lambda options: True))
-register("ddim", SamplerSpec(ddim, is_stochastic=lambda options: options.get("eta", 0.0) > 0))
-register("pc", SamplerSpec(pc, is_stochastic=lambda options: True, t_end=1e-3, denoise=True))
-register(
-    "ode",
-    SamplerSpec(
-        probability_flow,
-        is_stochastic=lambda options: False,
-        uses_grid=lambda options: not ode.is_adaptive(options.get("method", "heun")),
-        grid="uniform", t_end=1e-3, denoise=True,
-    ),
-)
+def variants(main_only: bool = False) -> list[Variant]:
+    """The named sampler configurations, sampler by sampler in registration order; each
+    sampler's first variant is its main one (``main_only=True`` returns just those)."""
+    out = []
+    for name in SAMPLERS:
+        found = SAMPLERS.get(name).variant_list()
+        out += found[:1] if main_only else found
+    return out
 
-__all__ = ["CountingModel", "SamplerSpec", "available", "get", "register"]
+
+register(ancestral.SPEC)
+register(ddim.SPEC)
+register(pc.SPEC)
+register(probability_flow.SPEC)
+
+__all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "Variant", "available", "get", "register",
+           "variants"]

@@ -8,22 +8,41 @@ default) or the forward variance β (``"beta"``, as score_sde's ancestral predic
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from torch import Tensor
 
+from scoresde.grids import GridTable
+from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, CountingModel, report
+from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
 from scoresde.samplers.steps import ancestral_coefficients, gaussian_step
 
+Variance = Literal["posterior", "beta"]
 
-def ancestral(model: CountingModel, x: Tensor, timesteps: Tensor, noise: NoiseSource,
-              callback: Callback | None = None, variance: str = "posterior") -> Tensor:
-    """DDPM ancestral sampling along ``timesteps``; one network call per step."""
-    n = len(timesteps) - 1
+
+@dataclass(frozen=True)
+class AncestralOptions(SamplerOptions):
+    """``variance``: the reverse step's noise, DDPM's β̃ (``"posterior"``) or β (``"beta"``)."""
+
+    variance: Variance = "posterior"
+
+
+def ancestral(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource,
+              options: AncestralOptions, callback: Callback | None = None) -> Tensor:
+    """DDPM ancestral sampling along ``grid``; one network call per step."""
+    n = grid.steps
     for i in range(n):
-        t, s = timesteps[i], timesteps[i + 1]
-        pred = model.predict(x, t)
-        alpha_s, eps_coef, noise_std = ancestral_coefficients(model.sde, t, s, variance)
+        pred = model.predict(x, grid.t[i])
+        alpha_s, eps_coef, noise_std = ancestral_coefficients(grid, i, options.variance)
         z = noise.randn(x.shape, x.dtype, x.device) if i < n - 1 else None
         x = gaussian_step(pred, alpha_s, eps_coef, noise_std, z)
-        report(callback, i, s, x, pred)
+        report(callback, i, grid.t[i + 1], x, pred)
     return x
+
+
+SPEC = SamplerSpec(
+    "ancestral", ancestral, AncestralOptions,
+    variants=(("ancestral posterior", {"variance": "posterior"}), ("ancestral beta", {"variance": "beta"})),
+)

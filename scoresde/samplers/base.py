@@ -1,54 +1,172 @@
-"""What every sampler shares: the call contract, NFE counting and per-step reports.
+"""What every sampler shares: the call contract, typed options, the spec, per-step reports.
 
-A sampler is a function ``sampler(model, x, timesteps, noise, callback=None, **options)``
-returning the final state. ``model`` is a :class:`CountingModel` (``.predict(x, t)`` and
-``.sde``), ``x`` the state at ``timesteps[0]``, ``timesteps`` a strictly monotone float64 grid
-and ``noise`` a :class:`~scoresde.noise.NoiseSource`. Samplers hold no state between calls.
+A sampler is a pure function
+
+    sampler(model, x, grid, noise, options, callback) -> x_end
+
+``model`` is a :class:`~scoresde.model.CountingModel` (``.predict(x, t)`` with the condition
+already bound, and ``.sde``), ``x`` the state at ``grid.t[0]``, ``grid`` a
+:class:`~scoresde.grids.GridTable` (times and their float64 schedule coefficients, computed once
+per call), ``noise`` a :class:`~scoresde.noise.NoiseSource` (``None`` for a deterministic run),
+``options`` the sampler's own frozen options dataclass and ``callback`` the per-step reporter.
+Samplers hold no state between calls.
+
+Options are declared once per sampler, as a frozen dataclass deriving from
+:class:`SamplerOptions`: field names, types and defaults are the documentation, the CLI's
+parser, the validation (a misspelt name is an error listing the valid ones; a value of the
+wrong type is an error naming the type) and, through the ``stochastic`` and ``uses_grid``
+properties, what :func:`scoresde.sample` needs to know about a run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal
 
 from torch import Tensor
 
-from scoresde.model import Prediction, ScoreModel
-from scoresde.sde import SDE
+from scoresde.grids import GridTable
+from scoresde.model import CountingModel, Prediction
+from scoresde.noise import NoiseSource
+from scoresde.registry import did_you_mean
 
 Callback = Callable[[dict[str, Any]], None]
-SamplerFn = Callable[..., Tensor]
 
 
-class CountingModel:
-    """Wraps a :class:`ScoreModel`, counting network evaluations (NFE) exactly, per batch."""
+def _coerce(owner: str, name: str, value: Any, kind: Any) -> Any:
+    """``value`` checked against the declared type ``kind`` (ints are accepted as floats)."""
+    def fail(expected: str) -> ValueError:
+        return ValueError(f"{owner} option {name!r} must be {expected}, got {value!r} "
+                          f"({type(value).__name__})")
 
-    def __init__(self, model: ScoreModel):
-        if not isinstance(model, ScoreModel):
-            raise TypeError(f"model must be a scoresde.ScoreModel, got {type(model).__name__}")
-        self.model = model
-        self.nfe = 0
+    if typing.get_origin(kind) is Literal:
+        allowed = typing.get_args(kind)
+        if value not in allowed:
+            raise fail("one of " + ", ".join(repr(a) for a in allowed))
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail("a number")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise fail("True or False")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    raise TypeError(f"{owner}.{name}: option type {kind!r} is not supported (use float, int, bool, "
+                    "str or Literal[...])")
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """Base of every sampler's options; subclasses add fields and override the hooks below."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = _coerce(self.label(), f.name, getattr(self, f.name), hints[f.name])
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.__name__
+
+    def validate(self) -> None:
+        """Check ranges and combinations; raise ``ValueError`` saying what was expected."""
 
     @property
-    def sde(self) -> SDE:
-        return self.model.sde
+    def stochastic(self) -> bool:
+        """Whether the run draws noise (so it needs a generator and cannot encode)."""
+        return True
 
-    def predict(self, x: Tensor, t: Tensor) -> Prediction:
-        self.nfe += 1
-        return self.model.predict(x, t)
+    @property
+    def uses_grid(self) -> bool:
+        """Whether the run steps through every grid time (False: adaptive, ends only)."""
+        return True
+
+    @classmethod
+    def declared(cls) -> list[tuple[str, str, Any]]:
+        """``(name, type, default)`` of every option, in declaration order."""
+        hints = typing.get_type_hints(cls)
+        out = []
+        for f in fields(cls):
+            kind = hints[f.name]
+            text = (" | ".join(repr(a) for a in typing.get_args(kind))
+                    if typing.get_origin(kind) is Literal else kind.__name__)
+            out.append((f.name, text, None if f.default is MISSING else f.default))
+        return out
+
+    @classmethod
+    def describe(cls) -> str:
+        """``"eta: float = 0.0"``-style list of the options, or ``"(none)"``."""
+        parts = [f"{name}: {kind} = {default!r}" for name, kind, default in cls.declared()]
+        return ", ".join(parts) or "(none)"
+
+
+# (model, x, grid, noise, options, callback) -> x at grid.t[-1]
+SamplerFn = Callable[[CountingModel, Tensor, GridTable, NoiseSource | None, Any, Callback | None], Tensor]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named sampler configuration: what the demo, ``scoresde bench`` and the benchmarks run."""
+
+    label: str
+    sampler: str
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """A registered sampler and its measured defaults (see the README's sampler table)."""
+    """A sampler, its options class, its measured defaults and its named variants.
 
+    ``variants`` are ``(label, options)`` pairs; the first is the sampler's main variant (the one
+    the demo shows). Defaults (``grid``, ``t_end``, ``denoise``) are measured on the oracle
+    benchmarks (see the README's sampler table).
+    """
+
+    name: str
     fn: SamplerFn
-    is_stochastic: Callable[[dict[str, Any]], bool]
-    uses_grid: Callable[[dict[str, Any]], bool] = lambda options: True
+    options: type[SamplerOptions]
     grid: str = "uniform"
     t_end: float = 0.0
     denoise: bool = False
+    variants: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.variants:
+            object.__setattr__(self, "variants", ((self.name, {}),))
+        for _, options in self.variants:  # a typo in the table fails at import, not in a benchmark
+            self.parse(options)
+
+    def parse(self, options: Mapping[str, Any] | SamplerOptions | None = None) -> SamplerOptions:
+        """The typed options for keyword ``options``; unknown names are an error listing the valid ones."""
+        if isinstance(options, self.options):
+            return options
+        if isinstance(options, SamplerOptions):
+            raise TypeError(f"sampler {self.name!r} takes {self.options.__name__}, "
+                            f"got {type(options).__name__}")
+        options = dict(options or {})
+        valid = [f.name for f in fields(self.options)]
+        unknown = [k for k in options if k not in valid]
+        if unknown:
+            k = unknown[0]
+            raise ValueError(f"sampler {self.name!r} has no option {k!r}{did_you_mean(k, valid)}; "
+                             f"its options are: {self.options.describe()}")
+        return self.options(**options)
+
+    def variant_list(self) -> list[Variant]:
+        return [Variant(label, self.name, dict(options)) for label, options in self.variants]
 
 
 def report(callback: Callback | None, i: int, t: Tensor, x: Tensor,

@@ -21,96 +21,151 @@ depend on ``x``, which biases the chain. The price is that a sample depends on i
 ``annealed_langevin`` uses no norms and is batch-size invariant. The step that ends the grid
 adds no noise (score_sde's noise removal).
 One network call per corrector step and one per predictor step.
+
+Predictors and correctors are step functions in two registries (:data:`PREDICTORS`,
+:data:`CORRECTORS`); adding one is a function and a ``register`` line, and the ``pc`` options
+accept every registered name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import Tensor
 
-from scoresde.model import Prediction
+from scoresde.grids import GridTable
+from scoresde.model import CountingModel, Prediction
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, CountingModel, report
+from scoresde.registry import Registry
+from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
 from scoresde.samplers.steps import ancestral_coefficients, gaussian_step
 from scoresde.sde import SDE, batch_coeff
 
-PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", "none")
-CORRECTORS = ("langevin", "annealed_langevin", "none")
+# (sde, grid, i, pred at grid.t[i], z or None, options) -> x at grid.t[i + 1]
+PredictorStep = Callable[[SDE, GridTable, int, Prediction, "Tensor | None", "PCOptions"], Tensor]
+# (sde, grid, i, pred at grid.t[i], z, options) -> x at grid.t[i], one Langevin step on
+CorrectorStep = Callable[[SDE, GridTable, int, Prediction, Tensor, "PCOptions"], Tensor]
+
+PREDICTORS: Registry[PredictorStep] = Registry("predictor")
+CORRECTORS: Registry[CorrectorStep] = Registry("corrector")
+NONE = "none"
 
 
 def _per_sample_norm(v: Tensor) -> Tensor:
     return v.flatten(1).norm(dim=1)
 
 
-def _predict_step(name: str, sde: SDE, pred: Prediction, t: Tensor, s: Tensor,
-                  z: Tensor | None, variance: str) -> Tensor:
-    x = pred.x
-    if name == "ancestral":
-        alpha_s, eps_coef, noise_std = ancestral_coefficients(sde, t, s, variance)
-        return gaussian_step(pred, alpha_s, eps_coef, noise_std, z)
-    rsde = sde.reverse(lambda _x, _t: pred.score)
-    dt = t - s
-    if name == "reverse_diffusion":
-        rev_f, rev_g = rsde.discretize(x, t, dt)
-        x_mean = x - rev_f
-        scale = rev_g
-    else:  # euler_maruyama
-        drift, diffusion = rsde.sde(x, t)
-        x_mean = x - drift * batch_coeff(dt, x)
-        scale = diffusion * torch.sqrt(dt)
-    return x_mean if z is None else x_mean + batch_coeff(scale, x) * z
+def reverse_diffusion(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tensor | None,
+                      options: PCOptions) -> Tensor:
+    """``x_s = x_t − f + G²·score + G·z`` with ``(f, G) = sde.discretize`` (the SDE's own form)."""
+    t = grid.t[i]
+    rev_f, rev_g = sde.reverse(lambda _x, _t: pred.score).discretize(pred.x, t, t - grid.t[i + 1])
+    x_mean = pred.x - rev_f
+    return x_mean if z is None else x_mean + batch_coeff(rev_g, z) * z
 
 
-def _langevin_step(name: str, sde: SDE, pred: Prediction, t: Tensor, s: Tensor, snr: float,
-                   z: Tensor) -> Tensor:
-    a = (sde.alpha(t) / sde.alpha(s)) ** 2
-    grad = pred.score
-    if name == "langevin":
-        grad_norm = _per_sample_norm(grad).mean()
-        if grad_norm == 0:
-            raise ValueError(
-                f"the model's score is zero for the whole batch at t={float(t):.4g}: the Langevin "
-                "step size (snr·‖z‖/‖score‖)² is undefined; use corrector='annealed_langevin'"
-            )
-        ratio = snr * _per_sample_norm(z).mean() / grad_norm
-        step = (2.0 * a.to(z.dtype) * ratio * ratio).expand(z.shape[0])
-    else:  # annealed_langevin
-        step = (2.0 * a * (snr * sde.sigma(t)) ** 2).to(z.dtype).expand(z.shape[0])
-    step = batch_coeff(step, z)
-    return pred.x + step * grad + torch.sqrt(2.0 * step) * z
+def euler_maruyama(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tensor | None,
+                   options: PCOptions) -> Tensor:
+    """``x_s = x_t − (f(t)·x_t − g²·score)·dt + g·sqrt(dt)·z``."""
+    t, dt = grid.t[i], grid.t[i] - grid.t[i + 1]
+    drift, diffusion = sde.reverse(lambda _x, _t: pred.score).sde(pred.x, t)
+    x_mean = pred.x - drift * batch_coeff(dt, pred.x)
+    return x_mean if z is None else x_mean + batch_coeff(diffusion * torch.sqrt(dt), z) * z
 
 
-def pc(model: CountingModel, x: Tensor, timesteps: Tensor, noise: NoiseSource,
-       callback: Callback | None = None, predictor: str = "reverse_diffusion",
-       corrector: str = "langevin", snr: float = 0.16, n_corrector: int = 1,
-       variance: str = "beta") -> Tensor:
-    """Predictor–corrector sampling along ``timesteps``.
+def ancestral_predictor(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tensor | None,
+                        options: PCOptions) -> Tensor:
+    """The DDPM posterior step with ``options.variance``."""
+    return gaussian_step(pred, *ancestral_coefficients(grid, i, options.variance), z)
 
-    ``variance`` applies to the ancestral predictor; its default ``"beta"`` is score_sde's.
-    """
-    if predictor not in PREDICTORS:
-        raise ValueError(f"unknown predictor {predictor!r}; available: {PREDICTORS}")
-    if corrector not in CORRECTORS:
-        raise ValueError(f"unknown corrector {corrector!r}; available: {CORRECTORS}")
-    if int(n_corrector) != n_corrector or n_corrector < 0:
-        raise ValueError(f"n_corrector must be an integer >= 0, got {n_corrector!r}")
-    if not snr > 0:
-        raise ValueError(f"snr must be > 0, got {snr}")
-    if predictor == "none" and (corrector == "none" or n_corrector == 0):
-        raise ValueError("predictor='none' needs a corrector with n_corrector >= 1")
+
+def _langevin_update(pred: Prediction, step: Tensor, z: Tensor) -> Tensor:
+    step = batch_coeff(step.to(z.dtype).expand(z.shape[0]), z)
+    return pred.x + step * pred.score + torch.sqrt(2.0 * step) * z
+
+
+def langevin(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tensor,
+             options: PCOptions) -> Tensor:
+    """``ε = 2·a·(snr·‖z‖/‖score‖)²``, norms averaged over the batch (score_sde's corrector)."""
+    a = (grid.alpha[i] / grid.alpha[i + 1]) ** 2
+    grad_norm = _per_sample_norm(pred.score).mean()
+    if grad_norm == 0:
+        raise ValueError(
+            f"the model's score is zero for the whole batch at t={float(grid.t[i]):.4g}: the Langevin "
+            "step size (snr·‖z‖/‖score‖)² is undefined; use corrector='annealed_langevin'"
+        )
+    ratio = options.snr * _per_sample_norm(z).mean() / grad_norm
+    return _langevin_update(pred, 2.0 * a.to(z.dtype) * ratio * ratio, z)
+
+
+def annealed_langevin(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tensor,
+                      options: PCOptions) -> Tensor:
+    """``ε = 2·a·(snr·sigma_t)²`` (SMLD's schedule); no norms, so batch-size invariant."""
+    a = (grid.alpha[i] / grid.alpha[i + 1]) ** 2
+    return _langevin_update(pred, 2.0 * a * (options.snr * grid.sigma[i]) ** 2, z)
+
+
+PREDICTORS.register("reverse_diffusion", reverse_diffusion)
+PREDICTORS.register("euler_maruyama", euler_maruyama)
+PREDICTORS.register("ancestral", ancestral_predictor)
+CORRECTORS.register("langevin", langevin)
+CORRECTORS.register("annealed_langevin", annealed_langevin)
+
+
+@dataclass(frozen=True)
+class PCOptions(SamplerOptions):
+    """``predictor``/``corrector``: a registered name or ``"none"``; ``snr``: Langevin's
+    signal-to-noise ratio; ``n_corrector``: Langevin steps per time; ``variance``: the ancestral
+    predictor's noise (score_sde's ``"beta"`` by default)."""
+
+    predictor: str = "reverse_diffusion"
+    corrector: str = "langevin"
+    snr: float = 0.16
+    n_corrector: int = 1
+    variance: Literal["beta", "posterior"] = "beta"
+
+    def validate(self) -> None:
+        for name, registry in (("predictor", PREDICTORS), ("corrector", CORRECTORS)):
+            value = getattr(self, name)
+            if value != NONE:
+                try:
+                    registry.get(value)
+                except ValueError as e:
+                    raise ValueError(f"{e}, or {NONE!r}") from None
+        if self.n_corrector < 0:
+            raise ValueError(f"n_corrector must be an integer >= 0, got {self.n_corrector!r}")
+        if not self.snr > 0:
+            raise ValueError(f"snr must be > 0, got {self.snr}")
+        if self.predictor == NONE and (self.corrector == NONE or self.n_corrector == 0):
+            raise ValueError("predictor='none' needs a corrector with n_corrector >= 1")
+
+
+def pc(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource, options: PCOptions,
+       callback: Callback | None = None) -> Tensor:
+    """Predictor–corrector sampling along ``grid``."""
     sde = model.sde
-    n = len(timesteps) - 1
+    predictor = PREDICTORS.get(options.predictor) if options.predictor != NONE else None
+    corrector = CORRECTORS.get(options.corrector) if options.corrector != NONE else None
+    n = grid.steps
     for i in range(n):
-        t, s = timesteps[i], timesteps[i + 1]
         pred = None
-        if corrector != "none":
-            for _ in range(n_corrector):
-                pred = model.predict(x, t)
-                z = noise.randn(x.shape, x.dtype, x.device)
-                x = _langevin_step(corrector, sde, pred, t, s, snr, z)
-        if predictor != "none":
-            pred = model.predict(x, t)
+        if corrector is not None:
+            for _ in range(options.n_corrector):
+                pred = model.predict(x, grid.t[i])
+                x = corrector(sde, grid, i, pred, noise.randn(x.shape, x.dtype, x.device), options)
+        if predictor is not None:
+            pred = model.predict(x, grid.t[i])
             z = noise.randn(x.shape, x.dtype, x.device) if i < n - 1 else None
-            x = _predict_step(predictor, sde, pred, t, s, z, variance)
-        report(callback, i, s, x, pred)
+            x = predictor(sde, grid, i, pred, z, options)
+        report(callback, i, grid.t[i + 1], x, pred)
     return x
+
+
+SPEC = SamplerSpec(
+    "pc", pc, PCOptions, t_end=1e-3, denoise=True,
+    variants=(("pc rd+langevin", {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16}),
+              ("pc rd", {"predictor": "reverse_diffusion", "corrector": "none"})),
+)

@@ -10,23 +10,55 @@ at ``sigma = 0``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor
 
 from scoresde import flow, ode
+from scoresde.grids import GridTable
+from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, CountingModel, report
+from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
 
 
-def probability_flow(model: CountingModel, x: Tensor, timesteps: Tensor, noise: NoiseSource,
-                     callback: Callback | None = None, method: str = "heun",
-                     rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
-    """Integrate the PF-ODE from ``timesteps[0]`` to ``timesteps[-1]`` with ``method``."""
+@dataclass(frozen=True)
+class ODEOptions(SamplerOptions):
+    """``method``: any of :func:`scoresde.ode.methods`; ``rtol``/``atol``: adaptive methods only."""
+
+    method: str = "heun"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+    def validate(self) -> None:
+        ode.check_method(self.method)
+        if not (self.rtol > 0 and self.atol > 0):
+            raise ValueError(f"rtol and atol must be > 0, got rtol={self.rtol}, atol={self.atol}")
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    @property
+    def uses_grid(self) -> bool:
+        return not ode.is_adaptive(self.method)
+
+
+def probability_flow(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | None,
+                     options: ODEOptions, callback: Callback | None = None) -> Tensor:
+    """Integrate the PF-ODE from ``grid.t[0]`` to ``grid.t[-1]`` with ``options.method``."""
 
     def on_step(i: int, y: Tensor) -> None:
-        report(callback, i, timesteps[i + 1], y)
+        report(callback, i, grid.t[i + 1], y)
 
-    x = flow.integrate(model.predict, model.sde, x, timesteps, method, rtol, atol,
+    x = flow.integrate(model.predict, model.sde, x, grid, options.method, options.rtol, options.atol,
                        on_step if callback is not None else None)
-    if ode.is_adaptive(method):  # one report for the whole adaptive solve
-        report(callback, 0, timesteps[-1], x)
+    if ode.is_adaptive(options.method):  # one report for the whole adaptive solve
+        report(callback, 0, grid.t[-1], x)
     return x
+
+
+SPEC = SamplerSpec(
+    "ode", probability_flow, ODEOptions, grid="uniform", t_end=1e-3, denoise=True,
+    variants=(("ode heun", {"method": "heun"}), ("ode euler", {"method": "euler"}),
+              ("ode rk4", {"method": "rk4"})),
+)

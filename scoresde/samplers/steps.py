@@ -16,7 +16,8 @@ Song et al. 2021, eq. 12)
 with ``x0``, ``eps`` the prediction at ``(x_t, t)``: ``c = 0`` is DDIM (the Euler step of the
 PF-ODE), ``c = η·σ̃`` DDIM-η, ``c = σ̃`` DDPM ancestral sampling. DDPM's "β" variance keeps the
 posterior mean and draws the noise with ``σ_{t|s}`` instead. The coefficients are written in
-terms of δ so that none is a difference of nearly equal numbers.
+terms of δ so that none is a difference of nearly equal numbers, and read the step's ends from
+a precomputed :class:`~scoresde.grids.GridTable`.
 """
 
 from __future__ import annotations
@@ -24,35 +25,32 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scoresde.grids import GridTable
 from scoresde.model import Prediction
-from scoresde.sde import SDE, batch_coeff
-
-VARIANCES = ("posterior", "beta")
+from scoresde.sde import batch_coeff
 
 
-def noise_share(sde: SDE, t: Tensor, s: Tensor) -> Tensor:
-    """``δ = (alpha_t·sigma_s / (alpha_s·sigma_t))²`` in float64."""
-    return (sde.alpha(t) * sde.sigma(s) / (sde.alpha(s) * sde.sigma(t))) ** 2
+def noise_share(grid: GridTable, i: int) -> Tensor:
+    """``δ = (alpha_t·sigma_s / (alpha_s·sigma_t))²`` for the step ``t = grid.t[i] → s = grid.t[i+1]``."""
+    return (grid.alpha[i] * grid.sigma[i + 1] / (grid.alpha[i + 1] * grid.sigma[i])) ** 2
 
 
-def ddim_coefficients(sde: SDE, t: Tensor, s: Tensor, eta: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``(alpha_s, sqrt(sigma_s² − c²), c)`` with ``c = η·σ̃``."""
-    delta = noise_share(sde, t, s)
-    sigma_s = sde.sigma(s)
+def ddim_coefficients(grid: GridTable, i: int, eta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(alpha_s, sqrt(sigma_s² − c²), c)`` with ``c = η·σ̃`` for step ``i``."""
+    alpha_s, sigma_s = grid.alpha[i + 1], grid.sigma[i + 1]
     if eta == 0:  # deterministic; also valid for s > t (DDIM inversion), where δ > 1
-        return sde.alpha(s), sigma_s, torch.zeros_like(sigma_s)
+        return alpha_s, sigma_s, torch.zeros_like(sigma_s)
+    delta = noise_share(grid, i)
     eps_coef = sigma_s * torch.sqrt((1.0 - eta * eta) + eta * eta * delta)
-    return sde.alpha(s), eps_coef, eta * sigma_s * torch.sqrt(1.0 - delta)
+    return alpha_s, eps_coef, eta * sigma_s * torch.sqrt(1.0 - delta)
 
 
-def ancestral_coefficients(sde: SDE, t: Tensor, s: Tensor, variance: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Posterior mean with noise std ``σ̃`` (``"posterior"``) or ``σ_{t|s}`` (``"beta"``)."""
-    if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-    delta = noise_share(sde, t, s)
-    sigma_s = sde.sigma(s)
-    noise_scale = sigma_s if variance == "posterior" else sde.sigma(t)
-    return sde.alpha(s), sigma_s * torch.sqrt(delta), noise_scale * torch.sqrt(1.0 - delta)
+def ancestral_coefficients(grid: GridTable, i: int, variance: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Posterior mean with noise std ``σ̃`` (``"posterior"``) or ``σ_{t|s}`` (``"beta"``), step ``i``."""
+    delta = noise_share(grid, i)
+    sigma_s = grid.sigma[i + 1]
+    noise_scale = sigma_s if variance == "posterior" else grid.sigma[i]
+    return grid.alpha[i + 1], sigma_s * torch.sqrt(delta), noise_scale * torch.sqrt(1.0 - delta)
 
 
 def gaussian_step(pred: Prediction, alpha_s: Tensor, eps_coef: Tensor, noise_std: Tensor,
