@@ -9,6 +9,14 @@ the marginal stays a mixture:
 with responsibilities ``r_k ∝ w_k N_k(x)``. Everything is computed in float64 and returned in
 the input's dtype. ``score_model(sde)`` exposes the exact score as a :class:`ScoreModel` in any
 prediction type and time input, so it stands in for a trained network of that kind.
+
+**Labels.** Components may carry class labels ``c_k``. Conditioning on a label restricts the
+mixture to its components, ``p_0(x | c) = Σ_{k: c_k = c} w_k N_k / Σ_{k: c_k = c} w_k``, which
+is again a mixture with the formulas above (responsibilities over the label's components
+only). Every method taking ``labels`` (one per sample) is exact for ``p(x | c)``; the label
+:data:`NULL_LABEL` (−1) means "no condition" and gives the unconditional mixture, as the null
+label of classifier-free guidance does. ``score_model(sde, conditional=True)`` is a
+class-conditional network: it is called as ``net(x, c, labels)``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from torch import Tensor, nn
 from scoresde.model import PREDICTIONS, TIME_INPUTS, ScoreModel, prediction_from_output
 from scoresde.sde import SDE, as_time, batch_coeff
 
+NULL_LABEL = -1
+
 
 class GaussianMixture:
     """``Σ_k w_k N(μ_k, diag(s_k²))`` in D dimensions.
@@ -29,9 +39,11 @@ class GaussianMixture:
         means: ``(K, D)``.
         stds: ``(K,)`` for isotropic components or ``(K, D)`` for diagonal ones; all > 0.
         weights: ``(K,)``, positive; normalised here. Default: uniform.
+        labels: ``(K,)`` integer class labels ``>= 0`` of the components (optional).
     """
 
-    def __init__(self, means: Tensor, stds: Tensor, weights: Tensor | None = None):
+    def __init__(self, means: Tensor, stds: Tensor, weights: Tensor | None = None,
+                 labels: Tensor | None = None):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
@@ -51,8 +63,53 @@ class GaussianMixture:
                 raise ValueError(f"{name} must be finite")
         if not (stds > 0).all() or not (weights > 0).all():
             raise ValueError("stds and weights must be positive")
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.shape != (K,) or labels.is_floating_point() or (labels < 0).any():
+                raise ValueError(f"labels must be ({K},) integers >= 0, got {labels.dtype} of shape "
+                                 f"{tuple(labels.shape)}")
+            labels = labels.long()
         self.means, self.stds = means, stds.contiguous()
         self.weights = weights / weights.sum()
+        self.labels = labels
+
+    @property
+    def classes(self) -> list[int]:
+        """The distinct component labels (an error for an unlabelled mixture)."""
+        return self._labels().unique().tolist()
+
+    def _labels(self) -> Tensor:
+        if self.labels is None:
+            raise ValueError("this mixture has no component labels; pass labels= to GaussianMixture")
+        return self.labels
+
+    def _log_weights(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """``log w_k`` (``(1, K)``), or per sample the weights of ``p(x | c)`` (``(B, K)``,
+        ``−inf`` off the label, renormalised); :data:`NULL_LABEL` keeps all components."""
+        log_w = torch.log(self.weights.to(device))[None]
+        if labels is None:
+            return log_w
+        labels = torch.as_tensor(labels, device=device)
+        if labels.shape != (batch,) or labels.is_floating_point():
+            raise ValueError(f"labels must be ({batch},) integers (one per sample), got "
+                             f"{labels.dtype} of shape {tuple(labels.shape)}")
+        comp = self._labels().to(device)
+        unknown = ~(labels == NULL_LABEL) & ~(labels[:, None] == comp[None]).any(1)
+        if unknown.any():
+            raise ValueError(f"labels {sorted(set(labels[unknown].tolist()))} are not among the mixture's "
+                             f"classes {self.classes} (or {NULL_LABEL}: unconditional)")
+        keep = (labels[:, None] == comp[None]) | (labels[:, None] == NULL_LABEL)
+        masked = torch.where(keep, log_w, torch.full_like(log_w, -math.inf))
+        return masked - torch.logsumexp(masked, dim=1, keepdim=True)
+
+    def conditional(self, label: int) -> GaussianMixture:
+        """``p_0(x | c = label)`` as a mixture of its own (the unconditional one for ``NULL_LABEL``)."""
+        if label == NULL_LABEL:
+            return GaussianMixture(self.means, self.stds, self.weights)
+        keep = self._labels() == label
+        if not keep.any():
+            raise ValueError(f"label {label} is not among the mixture's classes {self.classes}")
+        return GaussianMixture(self.means[keep], self.stds[keep], self.weights[keep])
 
     @property
     def dim(self) -> int:
@@ -63,9 +120,14 @@ class GaussianMixture:
         return self.means.shape[0]
 
     def sample(self, n: int, generator: torch.Generator | None = None,
-               dtype: torch.dtype = torch.float32) -> Tensor:
-        """``n`` exact draws, shape ``(n, D)``."""
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+               dtype: torch.dtype = torch.float32, labels: Tensor | None = None) -> Tensor:
+        """``n`` exact draws, shape ``(n, D)``; with ``labels`` (``(n,)``) draw ``i`` is from
+        ``p(x | labels[i])``."""
+        if labels is None:
+            k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        else:
+            k = torch.multinomial(self._log_weights(labels, n, self.weights.device).exp(), 1,
+                                  generator=generator)[:, 0]
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
         return (self.means[k] + self.stds[k] * z).to(dtype)
 
@@ -80,72 +142,85 @@ class GaussianMixture:
             raise ValueError("x must be finite")
         return x.flatten(1).to(torch.float64)
 
-    def _components(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-component log-densities ``(B, K)``, centred residuals and variances at noise level."""
+    def _components(self, x: Tensor, alpha: Tensor, sigma: Tensor,
+                    labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-component weighted log-densities ``(B, K)`` (of ``p(x | c)`` with ``labels``),
+        centred residuals and variances at noise level."""
         a = alpha.reshape(-1, 1, 1)
         s = sigma.reshape(-1, 1, 1)
         var = a * a * self.stds.to(x.device) ** 2 + s * s  # (B|1, K, D)
         diff = x[:, None, :] - a * self.means.to(x.device)  # (B, K, D)
         logn = -0.5 * (diff * diff / var + torch.log(2 * math.pi * var)).sum(-1)
-        return logn + torch.log(self.weights.to(x.device)), diff, var
+        return logn + self._log_weights(labels, x.shape[0], x.device), diff, var
 
-    def marginal_log_prob(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
-        """``log p_t(x)`` for the mixture diffused to mean scale ``alpha`` and noise ``sigma``."""
+    def marginal_log_prob(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float,
+                          labels: Tensor | None = None) -> Tensor:
+        """``log p_t(x [| c])`` for the mixture diffused to mean scale ``alpha`` and noise ``sigma``."""
         x = self._check(x)
         alpha, sigma = as_time(alpha, x), as_time(sigma, x)
-        logp, _, _ = self._components(x, alpha, sigma)
+        logp, _, _ = self._components(x, alpha, sigma, labels)
         return torch.logsumexp(logp, dim=1)
 
-    def marginal_score(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
-        """``∇_x log p_t(x)`` at mean scale ``alpha`` and noise ``sigma`` (per sample or scalar)."""
+    def marginal_score(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float,
+                       labels: Tensor | None = None) -> Tensor:
+        """``∇_x log p_t(x [| c])`` at mean scale ``alpha`` and noise ``sigma`` (per sample or scalar)."""
         shape, dtype = x.shape, x.dtype
         x = self._check(x)
         alpha, sigma = as_time(alpha, x), as_time(sigma, x)
-        logp, diff, var = self._components(x, alpha, sigma)
+        logp, diff, var = self._components(x, alpha, sigma, labels)
         r = torch.softmax(logp, dim=1)
         return (-(r[:, :, None] * diff / var).sum(1)).reshape(shape).to(dtype)
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Exact ``log p_0(x)`` per sample, in nats."""
-        return self.marginal_log_prob(x, 1.0, 0.0)
+    def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Exact ``log p_0(x)`` (``log p_0(x | c)`` with ``labels``) per sample, in nats."""
+        return self.marginal_log_prob(x, 1.0, 0.0, labels)
 
-    def log_prob_at(self, sde: SDE, x: Tensor, t: float | Tensor) -> Tensor:
-        """Exact ``log p_t(x)`` under ``sde``."""
+    def log_prob_at(self, sde: SDE, x: Tensor, t: float | Tensor, labels: Tensor | None = None) -> Tensor:
+        """Exact ``log p_t(x [| c])`` under ``sde``."""
         t = as_time(t, x)
-        return self.marginal_log_prob(x, sde.alpha(t), sde.sigma(t))
+        return self.marginal_log_prob(x, sde.alpha(t), sde.sigma(t), labels)
 
-    def score_at(self, sde: SDE, x: Tensor, t: float | Tensor) -> Tensor:
-        """Exact ``∇log p_t(x)`` under ``sde``."""
+    def score_at(self, sde: SDE, x: Tensor, t: float | Tensor, labels: Tensor | None = None) -> Tensor:
+        """Exact ``∇log p_t(x [| c])`` under ``sde``."""
         t = as_time(t, x)
-        return self.marginal_score(x, sde.alpha(t), sde.sigma(t))
+        return self.marginal_score(x, sde.alpha(t), sde.sigma(t), labels)
 
-    def score_model(self, sde: SDE, prediction: str = "score",
-                    time_input: str = "continuous") -> ScoreModel:
+    def score_model(self, sde: SDE, prediction: str = "score", time_input: str = "continuous",
+                    conditional: bool = False) -> ScoreModel:
         """The exact marginal score as a :class:`ScoreModel` of the given kind.
 
-        E.g. ``prediction="eps", time_input="index"`` behaves like a perfect DDPM network.
+        E.g. ``prediction="eps", time_input="index"`` behaves like a perfect DDPM network. With
+        ``conditional=True`` the network takes the class labels as its condition
+        (``sample(..., cond=labels)``) and returns the exact score of ``p_t(x | c)``.
         """
-        return ScoreModel(_ExactNet(self, sde, prediction, time_input), sde, prediction, time_input)
+        if conditional:
+            self._labels()
+        net = _ExactNet(self, sde, prediction, time_input, conditional)
+        return ScoreModel(net, sde, prediction, time_input)
 
 
 class _ExactNet(nn.Module):
     """A "network" returning the exact ``prediction`` of a mixture's diffused marginals."""
 
-    def __init__(self, gmm: GaussianMixture, sde: SDE, prediction: str, time_input: str):
+    def __init__(self, gmm: GaussianMixture, sde: SDE, prediction: str, time_input: str,
+                 conditional: bool = False):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if time_input not in TIME_INPUTS or TIME_INPUTS[time_input].decode is None:
             raise ValueError(f"the oracle needs an invertible time input, got {time_input!r}")
-        self.gmm, self.sde, self.prediction = gmm, sde, prediction
+        self.gmm, self.sde, self.prediction, self.conditional = gmm, sde, prediction, conditional
         self.decode = TIME_INPUTS[time_input].decode
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, labels: Tensor | None = None) -> Tensor:
+        if (labels is not None) != self.conditional:
+            raise ValueError("a conditional oracle needs labels (cond=...)" if self.conditional else
+                             "this oracle is unconditional; build it with conditional=True to pass labels")
         t = self.decode(c.to(torch.float64), self.sde)
         x64 = x.to(torch.float64)
         alpha = batch_coeff(self.sde.alpha(t), x64)
         sigma = batch_coeff(self.sde.sigma(t), x64)
-        score = self.gmm.marginal_score(x64, alpha.flatten(), sigma.flatten())
+        score = self.gmm.marginal_score(x64, alpha.flatten(), sigma.flatten(), labels)
         if self.prediction == "score":
             return score.to(x.dtype)
         pred = prediction_from_output("score", score, x64, alpha, sigma)

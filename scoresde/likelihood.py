@@ -237,8 +237,9 @@ class BitsPerDim:
         return float(self.bpd.std() / math.sqrt(n)) if n > 1 else float("nan")
 
 
-def bits_per_dim(model: DiffusionModel, x: Tensor, *, cond: Cond = None, data_range: tuple[float, float] = (0.0, 1.0),
-                 levels: int = 256, generator: torch.Generator | NoiseSource | None = None,
+def bits_per_dim(model: DiffusionModel, x: Tensor, *, cond: Cond = None,
+                 data_range: tuple[float, float] = (0.0, 1.0), levels: int = 256,
+                 generator: torch.Generator | NoiseSource | None = None,
                  dtype: torch.dtype = torch.float64, **likelihood_options) -> BitsPerDim:
     """Bits per dimension of ``x`` under ``model``.
 

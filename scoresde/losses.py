@@ -57,7 +57,8 @@ def _noise_matching(
 
 def _uniform_index(model: DiffusionModel, x0: Tensor, generator: torch.Generator) -> Tensor:
     """Step indices ``i ~ U{0..N−1}``, one per sample, as float64."""
-    i = torch.randint(model.sde.require_N("a discrete-time loss (use dsm_loss otherwise)"), (x0.shape[0],), generator=generator, device=x0.device)
+    n = model.sde.require_N("a discrete-time loss (use dsm_loss otherwise)")
+    i = torch.randint(n, (x0.shape[0],), generator=generator, device=x0.device)
     return i.to(torch.float64)
 
 

@@ -11,7 +11,8 @@ compose; :class:`CountingModel` counts the protocol calls of any of them (the NF
 Conditioning ``cond`` is passed to the network unchanged, as EDM's ``class_labels`` /
 ``**model_kwargs`` and k-diffusion's ``extra_args``: ``None`` (unconditional), a tensor whose
 first axis is the batch (``net(x, c, cond)``), or a dict of keyword arguments
-(``net(x, c, **cond)``) whose tensor values with a batch axis are split with the batch.
+(``net(x, c, **cond)``) whose tensor values have the batch as their first axis (0-d tensors and
+non-tensor values are passed as they are).
 
 The conversions live here and nowhere else:
 
@@ -121,8 +122,8 @@ def check_cond(cond: Cond, batch: int) -> None:
         return
     if isinstance(cond, Tensor):
         items = {"cond": cond}
-    elif isinstance(cond, Mapping):
-        items = {f"cond[{k!r}]": v for k, v in cond.items()}
+    elif isinstance(cond, Mapping):  # a 0-d tensor keyword (a scale, say) has no batch axis
+        items = {f"cond[{k!r}]": v for k, v in cond.items() if not (isinstance(v, Tensor) and v.ndim == 0)}
     else:
         raise TypeError(f"cond must be None, a tensor or a dict of network keyword arguments, "
                         f"got {type(cond).__name__}")
@@ -140,7 +141,8 @@ def split_cond(cond: Cond, size: int, batch: int) -> list[Cond]:
         return [None] * n
     if isinstance(cond, Tensor):
         return list(torch.split(cond, size))
-    parts = {k: torch.split(v, size) if isinstance(v, Tensor) else None for k, v in cond.items()}
+    parts = {k: torch.split(v, size) if isinstance(v, Tensor) and v.ndim > 0 else None
+             for k, v in cond.items()}
     return [{k: (parts[k][i] if parts[k] is not None else v) for k, v in cond.items()} for i in range(n)]
 
 
