@@ -6,7 +6,7 @@ from scoresde.analytic import GaussianMixture
 from scoresde.bound import VariationalBound, variational_bound
 from scoresde.encoding import encode, interpolate
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
-from scoresde.model import Prediction, ScoreModel
+from scoresde.model import CountingModel, DiffusionModel, Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
 from scoresde.sampling import SampleResult, sample
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -18,6 +18,8 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "BitsPerDim",
+    "CountingModel",
+    "DiffusionModel",
     "GaussianMixture",
     "GeneratorNoise",
     "LikelihoodResult",

@@ -5,6 +5,12 @@ torch's intra-op thread pool costs more than it gains; on a busy 2-core machine 
 solves 5–20× slower. One thread keeps the suite's run time predictable.
 """
 
+import sys
+from pathlib import Path
+
 import torch
+
+# Test modules in subfolders (tests/samplers/, ...) import the shared fixtures of tests/oracles.py.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 torch.set_num_threads(1)

@@ -378,3 +378,35 @@ def test_non_finite_times(sde, method, bad):
     call = calls.get(method, lambda: getattr(sde, method)(t))
     with pytest.raises(ValueError, match="finite"):
         call()
+
+
+def test_continuous_sdes_need_no_N():
+    """N is optional for continuous SDEs: samplers, likelihood and the continuous loss run
+    without it; what truly needs discrete steps says so."""
+    gmm = sd.GaussianMixture(torch.tensor([[0.5, -0.5]]), torch.tensor([0.7]))
+    for sde in (sd.VPSDE(N=None), sd.SubVPSDE(N=None), sd.VESDE(N=None), sd.VPSDE.cosine(N=None)):
+        assert sde.N is None and "N=None" in repr(sde)
+        model = gmm.score_model(sde, prediction="eps")
+        out = sd.sample(model, (8, 2), "ode", 10, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out.x).all()
+        with pytest.raises(ValueError, match="time_input='index' needs a discrete-time SDE"):
+            gmm.score_model(sde, prediction="eps", time_input="index")
+    with pytest.raises(ValueError, match="DDPM variational bound needs a discrete-time SDE"):
+        sd.variational_bound(gmm.score_model(sd.VPSDE(N=None), "eps"), torch.zeros(2, 2),
+                             generator=torch.Generator())
+    with pytest.raises(ValueError, match="discrete_betas needs a discrete-time SDE"):
+        _ = sd.VPSDE(N=None).discrete_betas
+    with pytest.raises(ValueError, match="N must be a positive integer or None"):
+        sd.VPSDE(N=0)
+
+
+def test_vp_family_takes_any_schedule():
+    from scoresde.schedules import CosineSchedule, LinearSchedule
+
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    assert torch.equal(sd.VPSDE(schedule=CosineSchedule(), N=1000).alpha(t), sd.VPSDE.cosine().alpha(t))
+    assert torch.equal(sd.VPSDE(schedule=LinearSchedule(0.1, 20.0)).sigma(t), sd.VPSDE().sigma(t))
+    with pytest.raises(ValueError, match=r"either beta_min/beta_max .* or schedule="):
+        sd.SubVPSDE(beta_min=0.2, schedule=CosineSchedule())
+    with pytest.raises(TypeError, match=r"schedule must be a scoresde\.schedules\.Schedule"):
+        sd.VPSDE(schedule="cosine")
