@@ -45,10 +45,25 @@ def variants(main_only: bool = False) -> list[Variant]:
     return out
 
 
+def markdown_table() -> str:
+    """The README's sampler table, generated from the registry: options with types and defaults,
+    measured defaults and named variants (the README embeds this text verbatim; a test checks)."""
+    lines = ["| sampler | options: type = default | default grid, `t_end`, `denoise` | variants |",
+             "|---|---|---|---|"]
+    for name in SAMPLERS:
+        spec = SAMPLERS.get(name)
+        options = "<br>".join(f"`{n}`: {kind.replace('|', chr(92) + '|')} = `{default!r}`"
+                              for n, kind, default in spec.options.declared())
+        variants_text = "<br>".join(f"{label}: `{opts}`" for label, opts in spec.variants)
+        lines.append(f"| `{name}` | {options or '—'} | {spec.grid}, {spec.t_end:g}, "
+                     f"{'yes' if spec.denoise else 'no'} | {variants_text} |")
+    return "\n".join(lines)
+
+
 register(ancestral.SPEC)
 register(ddim.SPEC)
 register(pc.SPEC)
 register(probability_flow.SPEC)
 
-__all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "Variant", "available", "get", "register",
-           "variants"]
+__all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "Variant", "available", "get", "markdown_table",
+           "register", "variants"]

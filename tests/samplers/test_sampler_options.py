@@ -132,3 +132,12 @@ def test_a_new_sampler_is_one_spec():
         assert torch.equal(getattr(table, field_name), getattr(sde, field_name)(table.t))
     with pytest.raises(ValueError, match="no option 'scal'"):
         sd.sample(MODEL, (2, 2), spec, 5, x_T=x_T, scal=2.0)
+
+
+def test_readme_sampler_table_is_generated_from_the_declarations():
+    """The README embeds ``sd.samplers.markdown_table()`` verbatim; regenerate it when a
+    sampler, an option or a default changes."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert sd.samplers.markdown_table() in readme
