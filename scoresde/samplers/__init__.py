@@ -10,7 +10,7 @@ spec.
 from __future__ import annotations
 
 from scoresde.registry import Registry
-from scoresde.samplers import ancestral, ddim, pc, probability_flow
+from scoresde.samplers import ancestral, ddim, dpm_solver, pc, probability_flow
 from scoresde.samplers.base import SamplerOptions, SamplerSpec, Variant
 
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
@@ -64,6 +64,7 @@ register(ancestral.SPEC)
 register(ddim.SPEC)
 register(pc.SPEC)
 register(probability_flow.SPEC)
+register(dpm_solver.SPEC)
 
 __all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "Variant", "available", "get", "markdown_table",
            "register", "variants"]

@@ -88,6 +88,11 @@ VARIANTS = [
     ("ode-ralston3", "ode", {"method": "ralston3"}, _fixed_ode(3)),
     ("ode-rk4", "ode", {"method": "rk4"}, _fixed_ode(4)),
     ("ode-dopri5", "ode", {"method": "dopri5"}, None),
+    ("dpm++2m", "dpm_solver", {}, _per_step(1)),
+    ("dpm++3m", "dpm_solver", {"order": 3}, _per_step(1)),
+    ("dpm-solver1-noise", "dpm_solver", {"order": 1, "prediction": "noise"}, _per_step(1)),
+    ("dpm-solver3m-noise", "dpm_solver", {"order": 3, "prediction": "noise", "lower_order_final": False},
+     _per_step(1)),
     ("ode-RK45", "ode", {"method": "RK45"}, None),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
@@ -95,7 +100,7 @@ FIXED_VARIANTS = [v for v in VARIANTS if v[3] is not None]
 
 
 def test_registry_lists_every_sampler_and_each_is_covered_here():
-    assert sd.samplers.available() == ["ancestral", "ddim", "ode", "pc"]
+    assert sd.samplers.available() == ["ancestral", "ddim", "dpm_solver", "ode", "pc"]
     assert {v[1] for v in VARIANTS} == set(sd.samplers.available())
 
 

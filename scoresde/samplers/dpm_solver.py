@@ -1,0 +1,137 @@
+"""Multistep DPM-Solver (Lu et al. 2022) and DPM-Solver++ (Lu et al. 2022b), orders 1–3.
+
+Both integrate the PF-ODE exactly in its linear part, in the half log-SNR ``λ = log(alpha/sigma)``
+(``λ = log_snr/2``), and approximate the model's output by a polynomial in λ through the
+current and previous evaluations. With ``h = λ_s − λ_t`` for a step from ``t`` to ``s``:
+
+data prediction (DPM-Solver++, ``prediction="data"``, D from ``x0``)::
+
+    x_s = (sigma_s/sigma_t)·x_t − alpha_s·(e^{−h} − 1)·D0                      order 1 (= DDIM)
+          − ½·alpha_s·(e^{−h} − 1)·D1                                          + order 2 (2M)
+          + alpha_s·((e^{−h} − 1)/h + 1)·D1 − alpha_s·((e^{−h} − 1 + h)/h² − ½)·D2   order 3 (3M)
+
+noise prediction (DPM-Solver, ``prediction="noise"``, D from ``eps``)::
+
+    x_s = (alpha_s/alpha_t)·x_t − sigma_s·(e^{h} − 1)·D0
+          − ½·sigma_s·(e^{h} − 1)·D1                                           (2M)
+          − sigma_s·((e^{h} − 1)/h − 1)·D1 − sigma_s·((e^{h} − 1 − h)/h² − ½)·D2      (3M)
+
+with the backward differences of the model outputs ``m0, m1, m2`` at the current and two
+previous times (``r_k = h_k/h``, ``h_0 = λ_t − λ_{t₋₁}``, ``h_1 = λ_{t₋₁} − λ_{t₋₂}``):
+``D0 = m0``; order 2: ``D1 = (m0 − m1)/r0``; order 3: ``D1_0 = (m0 − m1)/r0``,
+``D1_1 = (m1 − m2)/r1``, ``D1 = D1_0 + r0/(r0 + r1)·(D1_0 − D1_1)``,
+``D2 = (D1_0 − D1_1)/(r0 + r1)`` (diffusers' ``DPMSolverMultistepScheduler``, "midpoint" form for
+order 2, the form of Algorithm 2 of the DPM-Solver++ paper).
+
+The order warms up (step ``k`` uses at most order ``k + 1``); with ``lower_order_final`` and
+fewer than 15 steps the last two steps use orders ≤ 1 and ≤ 2, as DPM-Solver and diffusers do
+for stability at small step counts. A step that ends at ``sigma = 0`` (λ = ∞) is the first-order
+data-prediction step ``x_s = alpha_s·x0``, whatever the order. One network call per step.
+Step sizes come from the grid's float64 table; the coefficients are formed in float64 with
+``expm1`` and cast to the state's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from scoresde.grids import GridTable
+from scoresde.model import CountingModel
+from scoresde.noise import NoiseSource
+from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
+from scoresde.sde import batch_coeff
+
+# Below this many steps the final steps drop order (DPM-Solver's and diffusers' threshold).
+LOWER_ORDER_FINAL_BELOW = 15
+
+
+@dataclass(frozen=True)
+class DPMSolverOptions(SamplerOptions):
+    """``order`` 1–3; ``prediction``: ``"data"`` (DPM-Solver++) or ``"noise"`` (DPM-Solver);
+    ``lower_order_final``: lower the order of the last steps below 15 steps."""
+
+    order: int = 2
+    prediction: Literal["data", "noise"] = "data"
+    lower_order_final: bool = True
+
+    def validate(self) -> None:
+        if self.order not in (1, 2, 3):
+            raise ValueError(f"order must be 1, 2 or 3, got {self.order}")
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+
+def step_order(options: DPMSolverOptions, i: int, steps: int) -> int:
+    """The order of step ``i`` of ``steps``: warm-up from 1, lowered at the end (see module)."""
+    order = min(options.order, i + 1)
+    if options.lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
+        order = min(order, steps - i)
+    return order
+
+
+def multistep_update(grid: GridTable, i: int, x: Tensor, outputs: list[Tensor], order: int,
+                     prediction: str) -> Tensor:
+    """The step ``grid.t[i] → grid.t[i+1]`` from ``outputs = [m0, m1, …]`` (newest first) at
+    ``grid.t[i], grid.t[i−1], …``, of the given order, in the data or noise form."""
+    lam = 0.5 * grid.log_snr
+    alpha_s, sigma_s = grid.alpha[i + 1], grid.sigma[i + 1]
+    h = lam[i + 1] - lam[i]
+    m0 = outputs[0]
+    D1 = D2 = None
+    if order >= 2:
+        r0 = (lam[i] - lam[i - 1]) / h
+        D1_0 = (m0 - outputs[1]) / batch_coeff(r0, m0)
+        D1 = D1_0
+        if order == 3:
+            r1 = (lam[i - 1] - lam[i - 2]) / h
+            D1_1 = (outputs[1] - outputs[2]) / batch_coeff(r1, m0)
+            D1 = D1_0 + batch_coeff(r0 / (r0 + r1), m0) * (D1_0 - D1_1)
+            D2 = (D1_0 - D1_1) / batch_coeff(r0 + r1, m0)
+    if prediction == "data":
+        phi1 = torch.expm1(-h)  # e^{−h} − 1
+        x_s = batch_coeff(sigma_s / grid.sigma[i], x) * x - batch_coeff(alpha_s * phi1, x) * m0
+        if order == 2:
+            x_s = x_s - batch_coeff(0.5 * alpha_s * phi1, x) * D1
+        elif order == 3:
+            x_s = (x_s + batch_coeff(alpha_s * (phi1 / h + 1.0), x) * D1
+                   - batch_coeff(alpha_s * ((phi1 + h) / h**2 - 0.5), x) * D2)
+        return x_s
+    phi1 = torch.expm1(h)  # e^{h} − 1
+    x_s = batch_coeff(alpha_s / grid.alpha[i], x) * x - batch_coeff(sigma_s * phi1, x) * m0
+    if order == 2:
+        x_s = x_s - batch_coeff(0.5 * sigma_s * phi1, x) * D1
+    elif order == 3:
+        x_s = (x_s - batch_coeff(sigma_s * (phi1 / h - 1.0), x) * D1
+               - batch_coeff(sigma_s * ((phi1 - h) / h**2 - 0.5), x) * D2)
+    return x_s
+
+
+def dpm_solver(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | None,
+               options: DPMSolverOptions, callback: Callback | None = None) -> Tensor:
+    """Multistep DPM-Solver(++) along ``grid``; one network call per step."""
+    outputs: list[Tensor] = []  # model outputs at grid.t[i], grid.t[i-1], ... (newest first)
+    n = grid.steps
+    for i in range(n):
+        pred = model.predict(x, grid.t[i])
+        outputs = [pred.x0 if options.prediction == "data" else pred.eps, *outputs[:2]]
+        if grid.sigma[i + 1] == 0:  # λ = ∞: the exact step is the denoised estimate
+            x = batch_coeff(grid.alpha[i + 1], x) * pred.x0
+        else:
+            x = multistep_update(grid, i, x, outputs, step_order(options, i, n), options.prediction)
+        report(callback, i, grid.t[i + 1], x, pred)
+    return x
+
+
+SPEC = SamplerSpec(
+    "dpm_solver", dpm_solver, DPMSolverOptions, grid="logsnr",
+    variants=(("dpm++ 2M", {"order": 2, "prediction": "data"}),
+              ("dpm++ 3M", {"order": 3, "prediction": "data"}),
+              ("dpm-solver 2M", {"order": 2, "prediction": "noise"}),
+              ("dpm-solver 3M", {"order": 3, "prediction": "noise"})),
+)
