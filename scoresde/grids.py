@@ -9,6 +9,8 @@ singular there.
 * ``quadratic`` ``t = t_end + (t_start − t_end)·(1 − i/n)²``: denser near the data (DDIM).
 * ``logsnr``    equal steps in ``λ = log(alpha²/sigma²)`` (DPM-Solver's default).
 * ``karras``    equal steps in ``σ̄^{1/ρ}`` with ``σ̄ = sigma/alpha`` (EDM, ρ = 7).
+* ``leading``, ``trailing``, ``linspace``: diffusers' DDIM timestep spacings on a discrete
+  N-step table (``VPSDE.from_betas``), so a diffusers run can be reproduced exactly.
 
 ``logsnr`` and ``karras`` need a finite ``λ(t_end)``; when ``t_end`` is 0 for a VP-family SDE
 (``σ̄ = 0``) the grid is built to the first positive time of a uniform grid and finished with
@@ -132,11 +134,58 @@ def karras(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.
     )
 
 
+def _spacing(name: str, sde: SDE, steps: int, t_start: float | None, t_end: float) -> Tensor:
+    """diffusers' DDIMScheduler timestep spacings on the SDE's N-step table (step offset 0):
+
+    * ``leading``  ``i = (N // k)·[k−1, …, 1, 0]``;
+    * ``trailing`` ``i = round(N, N − N/k, …) − 1`` (starts at the last index, N − 1);
+    * ``linspace`` ``i = round(linspace(N − 1, 0, k))``;
+
+    at ``t_i = (i + 1)/N``, followed by ``t_end`` (DDIM's final step to ᾱ = 1 for ``t_end = 0``).
+    Other diffusers schedulers space slightly differently; ``from_indices(scheduler.timesteps, N)``
+    reproduces any of them exactly.
+    """
+    import numpy as np
+
+    k, N = _check_steps(steps), sde.require_N(f"the {name!r} grid")
+    if t_start is not None and t_start != sde.T:
+        raise ValueError(f"the {name!r} grid starts from the table's own timesteps; t_start must be "
+                         f"T={sde.T}, got {t_start}")
+    if k > N:
+        raise ValueError(f"the {name!r} grid takes at most N={N} steps, got {k}")
+    if name == "leading":
+        idx = (np.arange(0, k) * (N // k))[::-1]
+    elif name == "trailing":
+        idx = np.round(np.arange(N, 0, -N / k)) - 1
+    else:
+        idx = np.linspace(0, N - 1, k).round()[::-1]
+    ts = from_indices(torch.as_tensor(idx.copy()), N, final_zero=False)
+    if not ts[-1] > t_end:
+        raise ValueError(f"the {name!r} grid's last table time {float(ts[-1]):.4g} is not above "
+                         f"t_end={t_end}")
+    return torch.cat([ts, torch.tensor([t_end], dtype=torch.float64)])
+
+
+def leading(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    return _spacing("leading", sde, steps, t_start, t_end)
+
+
+def trailing(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    return _spacing("trailing", sde, steps, t_start, t_end)
+
+
+def linspace(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    return _spacing("linspace", sde, steps, t_start, t_end)
+
+
 GRIDS: dict[str, GridFn] = {
     "uniform": uniform,
     "quadratic": quadratic,
     "logsnr": logsnr,
     "karras": karras,
+    "leading": leading,
+    "trailing": trailing,
+    "linspace": linspace,
 }
 
 
