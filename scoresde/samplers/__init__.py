@@ -10,7 +10,7 @@ spec.
 from __future__ import annotations
 
 from scoresde.registry import Registry
-from scoresde.samplers import ancestral, ddim, dpm_solver, pc, probability_flow
+from scoresde.samplers import ancestral, ddim, dpm_solver, pc, probability_flow, unipc
 from scoresde.samplers.base import SamplerOptions, SamplerSpec, Variant
 
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
@@ -65,6 +65,7 @@ register(ddim.SPEC)
 register(pc.SPEC)
 register(probability_flow.SPEC)
 register(dpm_solver.SPEC)
+register(unipc.SPEC)
 
 __all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "Variant", "available", "get", "markdown_table",
            "register", "variants"]

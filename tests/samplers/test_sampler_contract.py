@@ -89,6 +89,9 @@ VARIANTS = [
     ("ode-rk4", "ode", {"method": "rk4"}, _fixed_ode(4)),
     ("ode-dopri5", "ode", {"method": "dopri5"}, None),
     ("dpm++2m", "dpm_solver", {}, _per_step(1)),
+    ("unipc", "unipc", {}, _per_step(1)),
+    ("unipc-bh1-3-noise", "unipc", {"order": 3, "variant": "bh1", "prediction": "noise"}, _per_step(1)),
+    ("unipc-1-no-corrector", "unipc", {"order": 1, "corrector": False}, _per_step(1)),
     ("dpm++3m", "dpm_solver", {"order": 3}, _per_step(1)),
     ("dpm-solver1-noise", "dpm_solver", {"order": 1, "prediction": "noise"}, _per_step(1)),
     ("dpm-solver3m-noise", "dpm_solver", {"order": 3, "prediction": "noise", "lower_order_final": False},
@@ -100,7 +103,7 @@ FIXED_VARIANTS = [v for v in VARIANTS if v[3] is not None]
 
 
 def test_registry_lists_every_sampler_and_each_is_covered_here():
-    assert sd.samplers.available() == ["ancestral", "ddim", "dpm_solver", "ode", "pc"]
+    assert sd.samplers.available() == ["ancestral", "ddim", "dpm_solver", "ode", "pc", "unipc"]
     assert {v[1] for v in VARIANTS} == set(sd.samplers.available())
 
 
