@@ -10,7 +10,16 @@ spec.
 from __future__ import annotations
 
 from scoresde.registry import Registry
-from scoresde.samplers import ancestral, ddim, dpm_solver, pc, probability_flow, unipc
+from scoresde.samplers import (
+    ancestral,
+    ddim,
+    dpm_solver,
+    edm,
+    euler_ancestral,
+    pc,
+    probability_flow,
+    unipc,
+)
 from scoresde.samplers.base import SamplerOptions, SamplerSpec, Variant
 
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
@@ -66,6 +75,8 @@ register(pc.SPEC)
 register(probability_flow.SPEC)
 register(dpm_solver.SPEC)
 register(unipc.SPEC)
+register(edm.SPEC)
+register(euler_ancestral.SPEC)
 
 __all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "Variant", "available", "get", "markdown_table",
            "register", "variants"]

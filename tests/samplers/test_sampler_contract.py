@@ -90,6 +90,9 @@ VARIANTS = [
     ("ode-dopri5", "ode", {"method": "dopri5"}, None),
     ("dpm++2m", "dpm_solver", {}, _per_step(1)),
     ("unipc", "unipc", {}, _per_step(1)),
+    ("edm", "edm", {}, _fixed_ode(2)),
+    ("edm-churn-euler", "edm", {"s_churn": 20.0, "heun": False}, _per_step(1)),
+    ("euler-ancestral", "euler_ancestral", {}, _per_step(1)),
     ("unipc-bh1-3-noise", "unipc", {"order": 3, "variant": "bh1", "prediction": "noise"}, _per_step(1)),
     ("unipc-1-no-corrector", "unipc", {"order": 1, "corrector": False}, _per_step(1)),
     ("dpm++3m", "dpm_solver", {"order": 3}, _per_step(1)),
@@ -103,7 +106,8 @@ FIXED_VARIANTS = [v for v in VARIANTS if v[3] is not None]
 
 
 def test_registry_lists_every_sampler_and_each_is_covered_here():
-    assert sd.samplers.available() == ["ancestral", "ddim", "dpm_solver", "ode", "pc", "unipc"]
+    assert sd.samplers.available() == ["ancestral", "ddim", "dpm_solver", "edm", "euler_ancestral", "ode",
+                                       "pc", "unipc"]
     assert {v[1] for v in VARIANTS} == set(sd.samplers.available())
 
 
