@@ -5,11 +5,17 @@
     python benchmarks/samplers.py --parts analytic,overhead
     python benchmarks/samplers.py --parts image --device cuda   # the image-scale part on a GPU
 
-Also ``scoresde bench``. The code lives in :mod:`scoresde.bench` so that the installed package
-reaches it; this script is its command line. Results go to benchmarks/results/samplers_*.
+The code lives in ``benchmarks/suite/`` (in the repository, not installed); this script is its
+command line. Results go to benchmarks/results/samplers_*. (``scoresde bench`` measures one
+trained model with the same variant table.)
 """
 
-from scoresde.bench import main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from suite import main
 
 if __name__ == "__main__":
     main()

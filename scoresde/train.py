@@ -1,4 +1,5 @@
-"""Training: one config → SDE, network, loss, data; resumable checkpoints; EMA weights.
+"""Training: one config → SDE, network, loss, data (built by :mod:`scoresde.experiment`);
+resumable checkpoints; EMA weights.
 
 ``train(config, workdir)`` runs ``config.training.steps`` optimizer steps in total. If
 ``workdir/checkpoints`` holds a checkpoint it resumes from it — network, optimizer, EMA, step,
@@ -20,46 +21,12 @@ from typing import Any
 
 import torch
 from ml_collections import ConfigDict
-from torch import Tensor
 
 from scoresde import checkpoint
-from scoresde.data import DataSpec, load_dataset
+from scoresde.experiment import build_model, identity, load_data
 from scoresde.losses import get_loss
 from scoresde.model import ScoreModel
-from scoresde.nn import EMA, build_network
-from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
-
-SDE_BUILDERS: dict[str, Callable[[ConfigDict], SDE]] = {
-    "vp": lambda c: VPSDE(c.beta_min, c.beta_max, c.N),
-    "subvp": lambda c: SubVPSDE(c.beta_min, c.beta_max, c.N),
-    "ve": lambda c: VESDE(c.sigma_min, c.sigma_max, c.N),
-    "vp_cosine": lambda c: VPSDE.cosine(N=c.N),
-    # DDPM's discrete linear table 1e-4 → 0.02 (= the linear VP discretized with N = 1000).
-    "ddpm": lambda c: VPSDE.from_betas(torch.linspace(c.beta_min / c.N, c.beta_max / c.N, c.N,
-                                                      dtype=torch.float64)),
-}
-# Config groups a checkpoint must agree on to be resumed or loaded.
-IDENTITY_GROUPS = ("data", "sde", "model")
-
-
-def build_sde(config: ConfigDict) -> SDE:
-    """The SDE named by ``config.sde.name`` with that group's parameters."""
-    name = config.sde.name
-    if name not in SDE_BUILDERS:
-        raise ValueError(f"unknown sde {name!r}; available: {sorted(SDE_BUILDERS)}")
-    return SDE_BUILDERS[name](config.sde)
-
-
-def build_model(config: ConfigDict) -> ScoreModel:
-    """A fresh :class:`ScoreModel` (network from ``config.model.network``)."""
-    net = build_network(config.model.network.to_dict())
-    return ScoreModel(net, build_sde(config), prediction=config.model.prediction,
-                      time_input=config.model.time_input)
-
-
-def identity(config: ConfigDict) -> dict[str, Any]:
-    """The part of a config that fixes what a checkpoint's weights mean."""
-    return {group: config[group].to_dict() for group in IDENTITY_GROUPS}
+from scoresde.nn import EMA
 
 
 def checkpoint_state(model: ScoreModel, opt: torch.optim.Optimizer, ema: EMA, step: int,
@@ -158,49 +125,3 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
         bar.close()
     model.net.eval()
     return TrainResult(model=model, ema=ema, step=step, losses=losses)
-
-
-def load_trained(config: ConfigDict, source: str | Path, use_ema: bool = True) -> ScoreModel:
-    """A model of ``config`` with weights from a checkpoint file or a workdir's latest one."""
-    path = Path(source)
-    if path.is_dir():
-        found = checkpoint.latest_checkpoint(path)
-        if found is None:
-            raise FileNotFoundError(f"no checkpoint under {path}/checkpoints; train first")
-        path = found
-    state = checkpoint.load_checkpoint(path, config=identity(config))
-    model = build_model(config)
-    model.net.load_state_dict(state["net"])
-    if use_ema and "ema" in state:  # an exported model holds the EMA weights as "net" already
-        ema = EMA(model.net, decay=config.training.ema_decay)
-        ema.load_state_dict(state["ema"])
-        ema.copy_to(model.net)
-    model.net.eval()
-    for p in model.net.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def export_model(config: ConfigDict, workdir: str | Path, path: str | Path) -> Path:
-    """Write the latest checkpoint's EMA weights alone (no optimizer) to ``path``, for shipping.
-
-    The result loads with :func:`load_trained` like any checkpoint.
-    """
-    model = load_trained(config, workdir, use_ema=True)
-    found = checkpoint.latest_checkpoint(Path(workdir))
-    step = int(checkpoint.load_checkpoint(found, config=identity(config))["step"])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_checkpoint(path, {"net": model.net.state_dict(), "step": step}, identity(config))
-    return path
-
-
-def load_data(config: ConfigDict, split: str) -> tuple[Tensor, DataSpec]:
-    """The config's data set, ``split`` "train" (``data.n`` samples) or "test" (``eval.n_test``).
-
-    Generated sets draw the test split from a different seed than the training split.
-    """
-    n = config.data.n if split == "train" else config.eval.n_test
-    return load_dataset(config.data.name, split, path=config.data.path or None, n=n or None,
-                        seed=config.data.seed + (split == "test"),
-                        data_range=tuple(config.data.data_range))

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from scoresde.bench.common import fmt
+from suite.common import fmt
 
 Row = dict[str, Any]
 

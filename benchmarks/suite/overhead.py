@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from scoresde.bench import report
-from scoresde.bench.common import Variant, cheap_model, ddpm_sde, dopri5, timed, write_csv
-from scoresde.bench.runs import run_variant, warm_up
+from suite import report
+from suite.common import Variant, cheap_model, ddpm_sde, dopri5, timed, write_csv
+from suite.runs import run_variant, warm_up
 
 COLUMNS = ["device", "device_name", "torch_version", "diffusers_version", "date", "threads", "library",
            "sampler", "options", "batch", "steps", "nfe", "repeats", "wall_s", "ms_per_step", "ms_per_nfe",

@@ -33,12 +33,12 @@ import torch
 from torch import Tensor
 
 from scoresde.analytic import GaussianMixture
-from scoresde.bench import report
-from scoresde.bench.common import Variant, ddpm_sde, fmt, write_csv
-from scoresde.bench.runs import run_variant
 from scoresde.data import ring_mixture
 from scoresde.metrics import mmd2, sliced_wasserstein
 from scoresde.sde import SDE
+from suite import report
+from suite.common import Variant, ddpm_sde, fmt, write_csv
+from suite.runs import run_variant
 
 TARGET_NFE = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 TOLERANCES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -199,8 +199,8 @@ def ddim_agreement(problem: Problem, device: torch.device, steps: int = 10) -> f
     """max |x_ours − x_diffusers| between our ``ddim`` (η = 0) and diffusers' DDIM (trailing)
     from the same ``x_T`` at ``steps`` steps — they must agree to float precision. ``None``
     without diffusers."""
-    from scoresde.bench.common import diffusers_version
-    from scoresde.bench.peers import peer_variants
+    from suite.common import diffusers_version
+    from suite.peers import peer_variants
 
     if diffusers_version() is None:
         return None

@@ -15,7 +15,7 @@ activations before its last layer), as FID does with Inception for natural image
   Test accuracy 96 % — the level of an SVM or k-NN on this split (the test writers are
   harder than a random split's). The shipped weights ``models/digits_classifier.pt`` come from::
 
-      python -m scoresde.classifier --out models/digits_classifier.pt
+      python benchmarks/suite/classifier.py --out models/digits_classifier.pt
 
   which prints the test accuracy; the file records it too (``load_classifier(...).meta``).
 
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from scoresde.data import DIGITS_TEST, load_dataset
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "models" / "digits_classifier.pt"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models" / "digits_classifier.pt"  # in the checkout
 DATA_RANGE = (-1.0, 1.0)
 FEATURE_DIM = 64
 DROPOUT = 0.3
@@ -124,7 +124,7 @@ def load_classifier(path: str | Path = DEFAULT_PATH) -> DigitsClassifier:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no digits classifier at {path}; train one with "
-                                f"`python -m scoresde.classifier --out {path}`")
+                                f"`python benchmarks/suite/classifier.py --out {path}`")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = DigitsClassifier()
     model.load_state_dict(state["state_dict"])

@@ -19,9 +19,10 @@ import pytest
 from ml_collections import ConfigDict
 
 import scoresde as sd
-from scoresde import checkpoint, cli
+from scoresde import checkpoint
+from scoresde.cli import common as cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "tiny_gmm2d.py")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NUMBER = r"([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf)"
@@ -122,8 +123,8 @@ def test_bench_writes_csv_with_every_sampler(trained: tuple[Path, str]) -> None:
     assert "noise floor" in out
     with open(workdir / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    fixed = sorted((r["sampler"], int(r["steps"])) for r in rows if r["steps"])
-    assert fixed == sorted((s, k) for s in sd.samplers.available() for k in (2, 3))
+    fixed = sorted((r["variant"], int(r["steps"])) for r in rows if r["steps"])
+    assert fixed == sorted((v.label, k) for v in sd.samplers.variants() for k in (2, 3))
     assert len(rows) == len(fixed) + 1  # plus the adaptive ODE run
     for r in rows:
         assert int(r["nfe"]) >= 1
@@ -166,7 +167,7 @@ def test_bad_input_is_one_clear_line(trained: tuple[Path, str], tmp_path: Path) 
     proc = scoresde("reconstruct", *common(workdir), "--sampler=ancestral", cwd=tmp_path)
     assert proc.returncode != 0 and "stochastic and cannot encode" in proc.stderr
     proc = scoresde("sample", f"--config={TINY}", f"--workdir={tmp_path / 'none'}", cwd=tmp_path)
-    assert proc.returncode != 0 and "does not exist; train a model there first" in proc.stderr
+    assert proc.returncode != 0 and "no trained model in" in proc.stderr and "train one first" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

@@ -5,17 +5,18 @@ Parts (each writes CSV + Markdown, and PNG plots where there is a curve, under `
 
 ``analytic``  exact-oracle Gaussian mixtures in 2 and 64 dimensions: MMD², sliced Wasserstein
               and the exact log-density of the samples at NFE 1…1000, against a measured
-              noise floor (:mod:`~scoresde.bench.analytic`); writes the summary table too.
+              noise floor (:mod:`~suite.analytic`); writes the summary table too.
 ``overhead``  time per step of each sampler with a network of negligible cost
-              (:mod:`~scoresde.bench.overhead`).
+              (:mod:`~suite.overhead`).
 ``digits``    the shipped digits model: Fréchet distance in a shipped classifier's features
-              and test bits/dim (:mod:`~scoresde.bench.digits`).
+              and test bits/dim (:mod:`~suite.digits`).
 ``image``     a CIFAR-10-sized U-Net's throughput in fp32/bf16, a 3072-D mixture, optional
-              Inception FID; tiny on a CPU (:mod:`~scoresde.bench.image`).
+              Inception FID; tiny on a CPU (:mod:`~suite.image`).
 
 The peers need ``pip install diffusers`` (``scoresde[bench]``); without it they are skipped
-with a line saying so. Entry points: :func:`run` (what ``scoresde bench`` calls) and
-:func:`main` (``python benchmarks/samplers.py``).
+with a line saying so. Entry points: :func:`run` and :func:`main` (``python
+benchmarks/samplers.py``). This package lives in the repository, not in the installed library;
+it reads the sampler variants from :func:`scoresde.samplers.variants`.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from scoresde.bench import analytic, overhead, report
-from scoresde.bench.common import Variant, diffusers_version, environment, our_variants, pick_device
-from scoresde.bench.peers import peer_variants
-from scoresde.bench.runs import warm_up
+from suite import analytic, overhead, report
+from suite.common import Variant, diffusers_version, environment, our_variants, pick_device
+from suite.peers import peer_variants
+from suite.runs import warm_up
 
 PARTS = ("analytic", "overhead", "digits", "image")
 DEFAULT_OUT = Path("benchmarks") / "results"
@@ -89,7 +90,7 @@ def run(quick: bool = False, out: str | Path = DEFAULT_OUT, parts: Sequence[str]
         parts: a subset of :data:`PARTS`.
         device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
         threads: torch CPU threads (``0`` keeps torch's default).
-        digits_model: trained digits weights (default ``models/digits_vp``).
+        digits_model: trained digits weights (default: the shipped ``digits_vp``).
         image_model, inception, fid_ref: the optional FID path of the image part.
         log: where progress lines go.
 
@@ -129,12 +130,12 @@ def run(quick: bool = False, out: str | Path = DEFAULT_OUT, parts: Sequence[str]
 
 def run_digits_part(out: Path, stem: str, quick: bool, device: torch.device, peers: list[Variant],
                     model_path: str | Path | None, log: Callable[[str], None]) -> list[Path]:
-    from scoresde.bench import digits
+    from suite import digits
 
     model_path = Path(model_path or digits.MODEL_PATH)
     if not model_path.exists():
         log(f"digits part skipped: no trained digits model at {model_path} "
-            "(train one: `scoresde train --config=configs/digits_vp.py`, then export it there)")
+            "(train one: `scoresde train --config=configs/digits_vp.py`, then export it)")
         return []
     settings = digits.QUICK if quick else digits.DigitsSettings()
     rows, info = digits.run_digits(digits.digits_variants(peers), device, settings, model_path, log=log)
@@ -144,7 +145,7 @@ def run_digits_part(out: Path, stem: str, quick: bool, device: torch.device, pee
 def run_image_part(out: Path, stem: str, quick: bool, device: torch.device, peers: list[Variant],
                    weights: str | Path | None, inception: str | None, fid_ref: str | None,
                    log: Callable[[str], None]) -> list[Path]:
-    from scoresde.bench import image
+    from suite import image
 
     settings = image.settings_for(device, quick)
     if device.type != "cuda":
@@ -173,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: the states are small, and on a busy machine more "
                              "threads only wait on each other); 0 keeps torch's default")
-    parser.add_argument("--digits-model", default=None, help="digits weights (default models/digits_vp)")
+    parser.add_argument("--digits-model", default=None, help="digits weights (default: shipped digits_vp)")
     parser.add_argument("--image-model", default=None, help="trained configs/cifar10_ddpmpp_vp.py weights")
     parser.add_argument("--inception", default=None, help="TorchScript Inception feature extractor for FID")
     parser.add_argument("--fid-ref", default=None, help=".npz with the data set's Inception mu and sigma")

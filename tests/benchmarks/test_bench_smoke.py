@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from suite.common import diffusers_version, our_variants, steps_for_nfe
+from suite.frechet import feature_stats, frechet_distance
 
 import scoresde as sd
-from scoresde.bench.common import OUR_VARIANTS, diffusers_version, steps_for_nfe
-from scoresde.bench.frechet import feature_stats, frechet_distance
+from scoresde.assets import shipped_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-DIGITS_MODEL = REPO / "models" / "digits_vp"
+DIGITS_MODEL = shipped_model("digits_vp")
 
 
 def _rows(path: Path, columns: set[str]) -> list[dict[str, str]]:
@@ -107,8 +108,8 @@ def test_digits_files(quick_run: Path) -> None:
 
 
 def test_steps_for_nfe_hits_targets_or_skips() -> None:
-    heun = next(v for v in OUR_VARIANTS if v.label == "ode heun")
-    ddim = next(v for v in OUR_VARIANTS if v.label == "ddim eta=0")
+    heun = next(v for v in our_variants() if v.label == "ode heun")
+    ddim = next(v for v in our_variants() if v.label == "ddim eta=0")
     assert steps_for_nfe(ddim, 1) == 1 and steps_for_nfe(ddim, 1000) == 1000
     assert steps_for_nfe(heun, 1) is None  # Heun's first step already costs more
     model = sd.GaussianMixture(torch.zeros(1, 2), torch.ones(1)).score_model(sd.VPSDE(), "eps", "index")
@@ -127,7 +128,7 @@ def test_frechet_distance_matches_gaussian_formula() -> None:
 
 
 def test_shipped_classifier_loads_and_classifies() -> None:
-    from scoresde.classifier import DEFAULT_PATH, accuracy, digits_with_labels, load_classifier
+    from suite.classifier import DEFAULT_PATH, accuracy, digits_with_labels, load_classifier
 
     if not DEFAULT_PATH.exists():
         pytest.skip("models/digits_classifier.pt is missing")
@@ -143,7 +144,7 @@ def test_optional_fid_path_with_a_stand_in_detector(tmp_path: Path) -> None:
     """The Inception FID path, with a scripted stand-in for the TorchScript detector."""
     from dataclasses import replace
 
-    from scoresde.bench import image
+    from suite import image
 
     class Detector(torch.nn.Module):
         def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
@@ -155,7 +156,7 @@ def test_optional_fid_path_with_a_stand_in_detector(tmp_path: Path) -> None:
     np.savez(ref, mu=np.full(3, 127.0), sigma=100.0 * np.eye(3))
     cpu = torch.device("cpu")
     settings = replace(image.settings_for(cpu, quick=True), fid_n=4)
-    ddim = next(v for v in OUR_VARIANTS if v.label == "ddim eta=0")
+    ddim = next(v for v in our_variants() if v.label == "ddim eta=0")
     model = image.image_model(settings, cpu)
     rows = image.run_fid([ddim], model, settings, cpu, detector, ref, log=lambda s: None)
     assert len(rows) == 1 and math.isfinite(rows[0]["fid"]) and rows[0]["n"] == 4

@@ -60,27 +60,10 @@ class Variant:
 
     @property
     def adaptive(self) -> bool:
-        return self.library == "scoresde" and self.sampler == "ode" and sd.ode.is_adaptive(
-            self.options.get("method", "heun"))
+        return self.library == "scoresde" and not sd.samplers.get(self.sampler).parse(self.options).uses_grid
 
     def options_json(self) -> str:
         return json.dumps(self.options, sort_keys=True)
-
-
-# The main option variants of every registered sampler (the README's sampler table). A sampler
-# registered later without an entry here runs with its defaults.
-OUR_VARIANTS: tuple[Variant, ...] = (
-    Variant("ancestral posterior", "ancestral", {"variance": "posterior"}),
-    Variant("ancestral beta", "ancestral", {"variance": "beta"}),
-    Variant("ddim eta=0", "ddim", {"eta": 0.0}),
-    Variant("ddim eta=1", "ddim", {"eta": 1.0}),
-    Variant("pc rd+langevin", "pc", {"predictor": "reverse_diffusion", "corrector": "langevin",
-                                     "snr": 0.16}),
-    Variant("pc rd", "pc", {"predictor": "reverse_diffusion", "corrector": "none"}),
-    Variant("ode euler", "ode", {"method": "euler"}),
-    Variant("ode heun", "ode", {"method": "heun"}),
-    Variant("ode rk4", "ode", {"method": "rk4"}),
-)
 
 
 def dopri5(tol: float) -> Variant:
@@ -89,11 +72,9 @@ def dopri5(tol: float) -> Variant:
 
 
 def our_variants(tolerances: Sequence[float] = ()) -> list[Variant]:
-    """:data:`OUR_VARIANTS`, a default run of any registered sampler they miss, and dopri5 at
-    each of ``tolerances``."""
-    variants = list(OUR_VARIANTS)
-    covered = {v.sampler for v in variants}
-    variants += [Variant(name, name) for name in sd.samplers.available() if name not in covered]
+    """The library's variant table (:func:`scoresde.samplers.variants`, every registered sampler)
+    and dopri5 at each of ``tolerances``."""
+    variants = [Variant(v.label, v.sampler, dict(v.options)) for v in sd.samplers.variants()]
     return variants + [dopri5(tol) for tol in tolerances]
 
 

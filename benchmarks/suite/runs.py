@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 import scoresde as sd
-from scoresde.bench.common import Variant, cheap_model, ddpm_sde, steps_for_nfe, timed
-from scoresde.bench.peers import run_peer
 from scoresde.model import ScoreModel
+from suite.common import Variant, cheap_model, ddpm_sde, steps_for_nfe, timed
+from suite.peers import run_peer
 
 
 @dataclass(frozen=True)

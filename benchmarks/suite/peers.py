@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoresde.bench.common import Variant
 from scoresde.model import ScoreModel
+from suite.common import Variant
 
 # label -> (scheduler class, config beyond the schedule)
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -20,7 +20,6 @@ the 17-level pixels, PF-ODE solved by dopri5, Hutchinson trace with one Rademach
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
 import time
@@ -33,18 +32,18 @@ import torch
 from torch import Tensor
 
 import scoresde as sd
-from scoresde.bench import report
-from scoresde.bench.common import OUR_VARIANTS, Variant, dopri5, write_csv
-from scoresde.bench.frechet import FeatureStats, feature_stats, frechet_distance
-from scoresde.bench.runs import run_variant
-from scoresde.classifier import DEFAULT_PATH as CLASSIFIER_PATH
-from scoresde.classifier import DigitsClassifier, load_classifier
+from scoresde.assets import shipped_model
 from scoresde.data import DataSpec, from_pixels, to_pixels
+from scoresde.experiment import config_from_checkpoint, load_data, load_trained
 from scoresde.model import ScoreModel
+from suite import report
+from suite.classifier import DEFAULT_PATH as CLASSIFIER_PATH
+from suite.classifier import DigitsClassifier, load_classifier
+from suite.common import Variant, dopri5, our_variants, write_csv
+from suite.frechet import FeatureStats, feature_stats, frechet_distance
+from suite.runs import run_variant
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_PATH = REPO / "configs" / "digits_vp.py"
-MODEL_PATH = REPO / "models" / "digits_vp"
+MODEL_PATH = shipped_model("digits_vp")
 FLOOR_SUBSETS = 5
 OUR_LABELS = ("ancestral posterior", "ddim eta=0", "pc rd+langevin", "ode heun")
 PEER_LABELS = ("diffusers DPM-Solver++(2M)",)
@@ -68,22 +67,13 @@ QUICK = DigitsSettings(n=32, targets=(5,), tolerances=(), n_bpd=4, bpd_tol=1e-2)
 def digits_variants(peers: Sequence[Variant]) -> list[Variant]:
     """The variants run on digits: one per family plus DPM-Solver (diffusers' DDPM, DDIM and
     Euler equal our ancestral and ddim on the same network — see the analytic results)."""
-    ours = [v for v in OUR_VARIANTS if v.label in OUR_LABELS]
+    ours = [v for v in our_variants() if v.label in OUR_LABELS]
     return ours + [v for v in peers if v.label in PEER_LABELS]
 
 
-def load_config(path: str | Path = CONFIG_PATH):
-    """A config file's ``get_config()``, imported by path."""
-    spec = importlib.util.spec_from_file_location("bench_digits_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def load_model(config_path: str | Path = CONFIG_PATH, model_path: str | Path = MODEL_PATH) -> ScoreModel:
-    from scoresde.train import load_trained
-
-    return load_trained(load_config(config_path), model_path)
+def load_model(model_path: str | Path = MODEL_PATH) -> ScoreModel:
+    """The trained digits model (its config is the one stored in the checkpoint)."""
+    return load_trained(None, model_path)
 
 
 class FeatureSpace:
@@ -119,15 +109,12 @@ def bits_per_dim(model: ScoreModel, test: Tensor, spec: DataSpec, settings: Digi
 
 
 def run_digits(variants: Sequence[Variant], device: torch.device, settings: DigitsSettings,
-               model_path: str | Path = MODEL_PATH, config_path: str | Path = CONFIG_PATH,
-               classifier_path: str | Path = CLASSIFIER_PATH,
+               model_path: str | Path = MODEL_PATH, classifier_path: str | Path = CLASSIFIER_PATH,
                log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every variant at every target on the digits model; returns ``(rows, info)`` where
     ``info`` holds the floor, the classifier's accuracy and the bits/dim result."""
-    from scoresde.train import load_data
-
-    config = load_config(config_path)
-    model = load_model(config_path, model_path).to(device)
+    config = config_from_checkpoint(model_path)
+    model = load_model(model_path).to(device)
     classifier = load_classifier(classifier_path)
     train, spec = load_data(config, "train")
     test, _ = load_data(config, "test")

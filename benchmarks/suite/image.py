@@ -8,7 +8,7 @@
   throughput does not depend on the weights (the zero-initialised output layer gets small
   random weights, so that the output is not identically zero). The U-Net is given DDPM's schedule and the
   step-index time input, so diffusers' schedulers drive it unchanged.
-* **Exact quality at D = 3072**: the analytic pipeline (:mod:`scoresde.bench.analytic`) on a
+* **Exact quality at D = 3072**: the analytic pipeline (:mod:`suite.analytic`) on a
   10-component mixture in 3072 dimensions, as many dimensions as a CIFAR image.
 * **FID** with Inception features, only where the user has them: ``inception`` = a
   TorchScript Inception feature extractor called as ``net(uint8 NCHW, return_features=True)``
@@ -32,13 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from scoresde.bench import analytic, report
-from scoresde.bench.common import Variant, ddpm_sde, write_csv
-from scoresde.bench.frechet import FeatureStats, feature_stats, frechet_distance
-from scoresde.bench.runs import run_variant
 from scoresde.data import DataSpec, to_pixels
+from scoresde.experiment import load_config_file, load_trained
 from scoresde.model import ScoreModel
 from scoresde.nn import build_network
+from suite import analytic, report
+from suite.common import Variant, ddpm_sde, write_csv
+from suite.frechet import FeatureStats, feature_stats, frechet_distance
+from suite.runs import run_variant
 
 REPO = Path(__file__).resolve().parents[2]
 CIFAR_CONFIG = REPO / "configs" / "cifar10_ddpmpp_vp.py"
@@ -77,12 +78,8 @@ def settings_for(device: torch.device, quick: bool) -> ImageSettings:
 def image_model(settings: ImageSettings, device: torch.device,
                 weights: str | Path | None = None) -> ScoreModel:
     """The CIFAR-10 config's U-Net as a DDPM eps/index model (trained weights if given)."""
-    from scoresde.bench.digits import load_config
-
-    config = load_config(CIFAR_CONFIG)
+    config = load_config_file(CIFAR_CONFIG)
     if weights is not None:
-        from scoresde.train import load_trained
-
         return load_trained(config, weights).to(device)
     net_config = {**config.model.network.to_dict(), **settings.network, "dropout": 0.0}
     torch.manual_seed(settings.seed)

@@ -1,0 +1,113 @@
+"""scoresde command line: ``scoresde MODE --config=configs/x.py --workdir=DIR [--config.KEY=VALUE ...]``.
+
+One config file per experiment (an ml_collections ConfigDict, as in score_sde); any key can be
+overridden on the command line, e.g. ``--config.training.steps=500``. A key the config does
+not have is an error that names the nearest keys.
+
+Modes (one module each in this package; shared plumbing in ``common``):
+  train        train (or resume) the experiment in --workdir; checkpoints under DIR/checkpoints.
+  export       write the latest checkpoint's EMA weights alone to --out (a small file that
+               loads like a checkpoint, e.g. for shipping a model).
+  sample       draw --n samples with --sampler at --steps (defaults: the config's `sampling`
+               group); writes DIR/samples.png (an image grid, or a scatter for 2-D data) and
+               DIR/samples.npz; prints NFE and time. The model-loading modes (sample, likelihood,
+               bench, reconstruct, interpolate, demo) load from --model_dir (a workdir, a
+               checkpoint file or a shipped model such as digits_vp; default --workdir), with
+               --config or else the config stored in the checkpoint.
+  likelihood   bits/dim (and NLL in nats) of the test split by the probability-flow ODE with
+               the config's `eval` settings; integer pixels are uniformly dequantized. Prints
+               mean ± standard error and NFE; writes DIR/likelihood.npz.
+  bench        every sampler variant of the registry's table at each of --steps (plus one
+               adaptive ODE solve) on a trained model: NFE, time and, for 2-D data, MMD² to the
+               test split; writes DIR/bench.csv. (The analytic benchmark suite runs from the
+               repository: python benchmarks/samplers.py.)
+  reconstruct  encode a test batch to latents with a deterministic sampler (ddim by default)
+               and decode it back; writes originals and reconstructions side by side in
+               DIR/reconstruct.png (+ .npz) and prints the per-dimension MSE.
+  interpolate  decode --n_interp slerp interpolations between the latents of pairs of test
+               points; writes a strip per pair to DIR/interpolate.png (+ .npz).
+  demo         the researcher's loop on the shipped trained digits model (digits_vp, package
+               data: every sampler side by side, NFE, time, test-set bits/dim), then every
+               sampler on an exact 2-D Gaussian-mixture oracle (NFE, time, MMD²); outputs in
+               --workdir (default demo_out). --problem=gmm|digits runs one part.
+
+Examples:
+  scoresde train --config=configs/digits_vp.py --workdir=models/digits_vp
+  scoresde train --config=configs/gmm2d_vp.py --workdir=runs/gmm --config.training.steps=500
+  scoresde sample --model_dir=digits_vp --workdir=out --sampler=pc --steps=100
+  scoresde sample --config=configs/gmm2d_vp.py --workdir=runs/gmm --sampler=ode \\
+      --sampler_options=method=dopri5,rtol=1e-5,atol=1e-5
+  scoresde likelihood --model_dir=digits_vp --workdir=out --n=100
+  scoresde bench --config=configs/gmm2d_vp.py --workdir=runs/gmm --steps=5,10,20
+  scoresde reconstruct --model_dir=digits_vp --workdir=out --steps=100
+  scoresde interpolate --model_dir=digits_vp --workdir=out --n_interp=10
+  scoresde demo --workdir=demo_out
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import torch
+from absl import app, logging
+
+from scoresde.cli import (
+    bench,
+    common,
+    demo,
+    export,
+    interpolate,
+    likelihood,
+    reconstruct,
+    sample,
+    train,
+)
+from scoresde.cli.common import FLAGS, fail, parse_flags
+
+# --- modes and entry point --------------------------------------------------------------------
+
+MODES: dict[str, Callable[[], None]] = {
+    module.__name__.rsplit(".", 1)[-1]: module.main
+    for module in (train, export, sample, likelihood, bench, reconstruct, interpolate, demo)
+}
+# Errors that mean "bad input or missing files": reported as one line, not a traceback
+# (--verbosity=1 logs the traceback too).
+USER_ERRORS = (ValueError, FileNotFoundError, ImportError, FloatingPointError)
+
+
+def main(argv: Sequence[str]) -> None:
+    """absl main: ``argv[1]`` is the mode; everything else arrived as flags."""
+    modes = ", ".join(MODES)
+    if len(argv) < 2:
+        raise app.UsageError(f"missing mode: run `scoresde MODE [flags]` with MODE one of: {modes}")
+    if len(argv) > 2:
+        raise app.UsageError(f"unexpected arguments {list(argv[2:])}; flags are written --name=value")
+    mode = argv[1]
+    if mode not in MODES:
+        raise app.UsageError(f"unknown mode {mode!r}; available modes: {modes}")
+    threads = FLAGS.threads or (1 if mode == "demo" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        MODES[mode]()
+    except USER_ERRORS as e:
+        logging.debug("traceback of the error below", exc_info=True)
+        fail(f"{mode}: {e}", code=1)
+
+
+def run() -> None:
+    """Console-script entry point (``scoresde``)."""
+    main_module = sys.modules["__main__"]
+    if main_module.__doc__ is None:
+        # absl prints __main__'s docstring and the flags of the module named sys.argv[0] as
+        # usage; the console-script wrapper has neither, so lend it this module's.
+        main_module.__doc__ = __doc__
+        for module in (common, *(sys.modules[m.__module__] for m in MODES.values())):
+            for flag in FLAGS.get_flags_for_module(module.__name__):
+                FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,5 @@
+"""``python -m scoresde.cli``."""
+
+from scoresde.cli import run
+
+run()

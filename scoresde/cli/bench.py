@@ -1,0 +1,62 @@
+"""``scoresde bench``: every sampler variant of the registry's table on a trained model.
+
+Runs each variant of :func:`scoresde.samplers.variants` at each of --steps (plus one adaptive
+ODE solve) from one prior draw: NFE, time and, for 2-D data, MMD² to the test split against the
+noise floor of the training set; writes ``bench.csv`` to --workdir. The analytic benchmark suite
+(exact oracles, peers, plots) lives in the repository: ``python benchmarks/samplers.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import scoresde as sd
+from scoresde import experiment
+from scoresde.cli.common import (
+    ADAPTIVE,
+    FLAGS,
+    IMAGE_ADAPTIVE,
+    FlagError,
+    format_floor,
+    format_table,
+    load_model,
+    noise_floor,
+    run_samplers,
+    sampler_runs,
+    seed,
+    steps_list,
+    test_split,
+    workdir,
+    write_csv,
+)
+
+
+def main() -> None:
+    if FLAGS.model_dir is None and FLAGS.config is None:
+        raise FlagError("scoresde bench measures a trained model: pass --model_dir=PATH (or --config and "
+                        "the model's --workdir); the analytic benchmark suite runs from the repository: "
+                        "python benchmarks/samplers.py")
+    wd = workdir()
+    model, cfg = load_model()
+    n = FLAGS.n or cfg.sampling.n
+    s = seed(cfg)
+    _, spec = test_split(cfg, 2)
+    reference = floor = None
+    if spec.shape == (2,):
+        reference, _ = test_split(cfg, n)
+        train_set, _ = experiment.load_data(cfg, "train")
+        g = torch.Generator().manual_seed(s)
+        size = min(n, len(train_set))
+        floor = noise_floor(lambda: train_set[torch.randperm(len(train_set), generator=g)[:size]], reference)
+    adaptive = ADAPTIVE if reference is not None else IMAGE_ADAPTIVE
+    runs = sampler_runs(steps_list(), sd.samplers.variants(), adaptive)
+    results = run_samplers(model, (n, *spec.shape), runs, s, reference, desc="bench")
+    rows = [row for row, _ in results]
+    wd.mkdir(parents=True, exist_ok=True)
+    csv_path = wd / "bench.csv"
+    write_csv(rows, csv_path, floor)
+    print(f"\n{spec.name}, trained model from {FLAGS.model_dir or wd}, n={n}")
+    print(format_table(rows))
+    if floor is not None:
+        print("\n" + format_floor(floor, n, "training points and the test split"))
+    print(f"\nwrote {csv_path}")

@@ -1,0 +1,485 @@
+"""What the command-line modes share: flags, config loading with checked overrides, model and
+data loading, and the sampler-run table (run, measure, print, write CSV) that ``demo`` and
+``bench`` both use.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import difflib
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from absl import app, flags
+from ml_collections import ConfigDict, config_flags
+from torch import Tensor
+from tqdm.auto import tqdm
+
+import scoresde as sd
+from scoresde import assets, experiment
+from scoresde.data import DataSpec, to_pixels
+from scoresde.metrics import mmd2
+
+FLAGS = flags.FLAGS
+
+config_flags.DEFINE_config_file(
+    "config", None,
+    "Experiment config file defining get_config(), e.g. configs/digits_vp.py (score_sde style). "
+    "Override any key with --config.KEY=VALUE, e.g. --config.training.steps=500. Required by train "
+    "and export; the model-loading modes take the config stored in the checkpoint when it is "
+    "omitted.",
+    lock_config=True)
+flags.DEFINE_string(
+    "workdir", None,
+    "Experiment folder. train: checkpoints go to WORKDIR/checkpoints (an existing one is resumed). "
+    "sample, likelihood, bench, reconstruct, interpolate: outputs are written here, and the model "
+    "is loaded from its latest checkpoint unless --model_dir says otherwise. demo: the output "
+    "folder (default demo_out).")
+flags.DEFINE_string(
+    "sampler", None,
+    "Sampler name (see scoresde.samplers.available()). sample: default config.sampling.sampler; "
+    "reconstruct, interpolate: a deterministic one, default ddim.")
+flags.DEFINE_list(
+    "steps", None,
+    "Sampler steps. sample, reconstruct, interpolate: one integer (default config.sampling.steps; "
+    "omit it for an adaptive ODE method). bench: a comma-separated list (default 5,10,20,50). "
+    "demo: the 2-D oracle's list (default 5,10,20,50).")
+flags.DEFINE_list(
+    "sampler_options", [],
+    "Extra sampler options as KEY=VALUE pairs, comma-separated; values are Python literals or "
+    "plain strings, e.g. method=dopri5,rtol=1e-5,atol=1e-5 (ode), eta=0.5 (ddim), "
+    "snr=0.1,n_corrector=2 (pc), variance=beta (ancestral), grid=karras (any fixed-step sampler).")
+flags.DEFINE_integer(
+    "n", None,
+    "How many. sample, bench: samples per run (default config.sampling.n). likelihood: test "
+    "points (default config.eval.n_test; 0 there means the whole split). reconstruct: test points "
+    "(default 64). interpolate: pairs of test points (default 4). demo: samples per oracle run "
+    "(default 2000).", lower_bound=1)
+flags.DEFINE_integer(
+    "seed", None,
+    "Random seed of the prior draw, the samplers' noise, dequantization and Hutchinson probes "
+    "(default config.sampling.seed; demo: 0).", lower_bound=0)
+flags.DEFINE_bool("ema", True, "Load the EMA weights of the checkpoint (--noema: the raw weights).")
+flags.DEFINE_integer(
+    "threads", None,
+    "torch intra-op threads (default: 1 for demo, whose tensors are too small to gain from more; "
+    "torch's default otherwise).", lower_bound=1)
+flags.DEFINE_string(
+    "model_dir", None,
+    "Where the model-loading modes (sample, likelihood, bench, reconstruct, interpolate, demo) load "
+    "the trained model from: a workdir (its latest checkpoint), a checkpoint file, or the name of a "
+    "shipped model (digits_vp). Default: --workdir (demo: the shipped digits_vp).")
+
+@flags.validator("steps", message="--steps must be a comma-separated list of integers >= 1, e.g. 5,10,20")
+def _check_steps(value: list[str] | None) -> bool:
+    if value is None:
+        return True
+    try:
+        return len(value) > 0 and all(int(v) >= 1 for v in value)
+    except ValueError:
+        return False
+
+
+@flags.validator("sampler_options",
+                 message="--sampler_options must be KEY=VALUE pairs, e.g. eta=0.5,grid=karras")
+def _check_sampler_options(value: list[str]) -> bool:
+    return all("=" in v and v.split("=", 1)[0].strip().isidentifier() for v in value)
+
+
+# --- config overrides: a bad key names the nearest ones ---------------------------------------
+
+
+class ConfigKeyError(ValueError):
+    """An override ``--config.KEY=VALUE`` names a key the config does not have."""
+
+
+def flatten_keys(config: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Every dotted key of a (nested) config, groups included: ``["data", "data.name", ...]``."""
+    keys = []
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        keys.append(key)
+        if isinstance(v, Mapping | ConfigDict):
+            keys += flatten_keys(v, key + ".")
+    return keys
+
+
+def nearest_keys(key: str, keys: Sequence[str], n: int = 5) -> list[str]:
+    """The keys closest to ``key``: difflib matches on the whole dotted key first, then keys
+    whose last part is close to ``key``'s last part (``steps`` → ``training.steps``)."""
+    found = difflib.get_close_matches(key, keys, n=n, cutoff=0.6)
+    leaf = key.rsplit(".", 1)[-1]
+    leaves: dict[str, list[str]] = {}
+    for k in keys:
+        leaves.setdefault(k.rsplit(".", 1)[-1], []).append(k)
+    for close in difflib.get_close_matches(leaf, list(leaves), n=n, cutoff=0.6):
+        found += [k for k in leaves[close] if k not in found]
+    return found[:n]
+
+
+def _config_argument(argv: Sequence[str]) -> str | None:
+    """The value of ``--config=FILE`` (or ``--config FILE``) in ``argv``, if any."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def override_keys(argv: Sequence[str]) -> list[str]:
+    """The keys of the ``--config.KEY[=VALUE]`` (and boolean ``--noconfig.KEY``) arguments."""
+    keys = []
+    for arg in argv:
+        if arg == "--":
+            break
+        for prefix in ("--config.", "--noconfig."):
+            if arg.startswith(prefix):
+                keys.append(arg[len(prefix):].split("=", 1)[0])
+    return keys
+
+
+def check_config_overrides(argv: Sequence[str]) -> None:
+    """Check every ``--config.KEY`` in ``argv`` against the keys of the ``--config`` file.
+
+    Raises:
+        ConfigKeyError: naming each unknown key and the nearest existing ones.
+    """
+    keys = override_keys(argv)
+    if not keys:
+        return
+    source = _config_argument(argv)
+    if source is None:
+        raise ConfigKeyError(f"--config.{keys[0]} overrides a key of the config file, but no "
+                             "--config=FILE was given")
+    path, _, argument = source.partition(":")
+    try:
+        config = experiment.load_config_file(path, argument or None)
+    except Exception:  # absl's own parse reports a config file that fails to load
+        return
+    known = flatten_keys(config)
+    problems = []
+    for key in keys:
+        if key.split("[", 1)[0] in known:
+            continue
+        near = nearest_keys(key, known)
+        group = key.split(".", 1)[0]
+        hint = (f"nearest keys: {', '.join(near)}" if near else
+                f"keys of group {group!r}: {', '.join(k for k in known if k.startswith(group + '.'))}"
+                if group in known else f"top-level groups: {', '.join(k for k in known if '.' not in k)}")
+        problems.append(f"unknown config key {key!r} (in --config.{key}) for {path}; {hint}")
+    if problems:
+        raise ConfigKeyError("\n".join(problems))
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``scoresde: error: MESSAGE`` to stderr and exit with ``code``."""
+    print(f"scoresde: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flags parser for :func:`run`: checks config override keys, then parses as absl does."""
+    try:
+        check_config_overrides(argv)
+    except ConfigKeyError as e:
+        fail(str(e))
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections' report of a key missing after all
+        fail(f"bad config override: {e}")
+
+
+# --- helpers shared by the modes --------------------------------------------------------------
+
+
+class FlagError(ValueError):
+    """A flag is missing or does not fit the mode (reported in one line, with a pointer to --help)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} (`scoresde --helpshort` lists the flags)"
+
+
+def config() -> ConfigDict:
+    """The parsed --config (overrides applied); a :class:`FlagError` if none was given."""
+    if FLAGS.config is None:
+        raise FlagError("--config=FILE is required, e.g. --config=configs/digits_vp.py")
+    return FLAGS.config
+
+
+def workdir() -> Path:
+    """--workdir as a path; a :class:`FlagError` if none was given."""
+    if not FLAGS.workdir:
+        raise FlagError("--workdir=DIR is required")
+    return Path(FLAGS.workdir)
+
+
+def one_steps(default: int | None) -> int | None:
+    """The single --steps value, or ``default`` when --steps was not given."""
+    if FLAGS.steps is None:
+        return default
+    if len(FLAGS.steps) != 1:
+        raise FlagError(f"--steps takes one value in this mode, got {','.join(FLAGS.steps)}")
+    return int(FLAGS.steps[0])
+
+
+def steps_list(default: Sequence[int] = (5, 10, 20, 50)) -> list[int]:
+    """--steps as a list of integers, or ``default``."""
+    return [int(s) for s in FLAGS.steps] if FLAGS.steps is not None else list(default)
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["method=dopri5", "rtol=1e-5"]`` → ``{"method": "dopri5", "rtol": 1e-05}``: values are
+    Python literals where they parse as one, else strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+        options[key.strip()] = value
+    return options
+
+
+def sampler_and_options(cfg: ConfigDict | None, default: str) -> tuple[str, dict[str, Any]]:
+    """--sampler (or ``default``) and its options: the config's ``sampling.options`` when it
+    names that sampler, updated by --sampler_options; checked against the sampler's declared
+    options (a misspelt name is an error listing the valid ones)."""
+    name = FLAGS.sampler or default
+    spec = sd.samplers.get(name)  # an unknown name fails here, listing the available ones
+    options: dict[str, Any] = {}
+    if cfg is not None and name == cfg.sampling.sampler and cfg.sampling.get("options"):
+        options.update(dict(cfg.sampling.options))
+    options.update(parse_options(FLAGS.sampler_options))
+    spec.parse(options)
+    return name, options
+
+
+def steps_for(name: str, options: dict[str, Any], default: int) -> int | None:
+    """One step count, or ``None`` for an adaptive solver when --steps was not given."""
+    if FLAGS.steps is None and not sd.samplers.get(name).parse(options).uses_grid:
+        return None
+    return one_steps(default)
+
+
+def seed(cfg: ConfigDict) -> int:
+    """--seed, else ``config.sampling.seed``."""
+    return cfg.sampling.seed if FLAGS.seed is None else FLAGS.seed
+
+
+def model_source(default: str | Path | None = None) -> Path:
+    """Where to load the model from: --model_dir (a path, or a shipped model's name), else
+    ``default``, else --workdir."""
+    given = FLAGS.model_dir or default
+    if given is None:
+        if not FLAGS.workdir:
+            raise FlagError("pass --model_dir=PATH (a workdir, a checkpoint or a shipped model: "
+                            f"{', '.join(assets.SHIPPED)}) or --workdir=DIR of a trained model")
+        given = FLAGS.workdir
+    if not Path(given).exists() and str(given) in assets.SHIPPED:
+        return assets.shipped_model(str(given))
+    return Path(given)
+
+
+def load_model(default_source: str | Path | None = None) -> tuple[sd.ScoreModel, ConfigDict]:
+    """The trained model and its config: --config if given (it must match the checkpoint),
+    else the config stored in the checkpoint. EMA weights unless --noema."""
+    source = model_source(default_source)
+    found = experiment.find_model(source)
+    if found is None:
+        raise FileNotFoundError(f"no trained model in {source} (a workdir with checkpoints/, a "
+                                "checkpoint file, or a shipped model name); train one first: "
+                                "scoresde train --config=FILE --workdir=DIR")
+    cfg = FLAGS.config if FLAGS.config is not None else experiment.config_from_checkpoint(found)
+    return experiment.load_trained(cfg, found, use_ema=FLAGS.ema), cfg
+
+
+def test_split(cfg: ConfigDict, n: int | None = None) -> tuple[Tensor, DataSpec]:
+    """The config's test split: ``n`` points, or ``config.eval.n_test`` (0: all) by default."""
+    if n is not None:
+        cfg = cfg.copy_and_resolve_references()
+        cfg.eval.n_test = int(n)
+    return experiment.load_data(cfg, "test")
+
+
+def steps_text(steps: int | None) -> str:
+    """``"20 steps"``, or ``"adaptive"`` for ``None``."""
+    return "adaptive" if steps is None else f"{steps} steps"
+
+
+def format_options(options: Mapping[str, Any]) -> str:
+    """``{"eta": 0.0, "method": "heun"}`` → ``"eta=0 method=heun"``."""
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in options.items())
+
+
+def describe(name: str, options: Mapping[str, Any]) -> str:
+    """``"ode method=dopri5 rtol=1e-05"``, or just the name without options."""
+    return f"{name} {format_options(options)}" if options else name
+
+
+def pixels(x: Tensor, spec: DataSpec) -> Tensor:
+    """Model-range images → integer pixels (clamped to the data range) on the CPU."""
+    return to_pixels(x.detach().cpu(), spec)
+
+
+# --- the sampler-run table of ``demo`` and ``bench`` ----------------------------------------------
+
+# One run with an adaptive solver, which picks its own steps.
+ADAPTIVE = sd.samplers.Variant("ode dopri5", "ode", {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5})
+# On images a looser tolerance: the samples look the same and the run stays a few seconds.
+IMAGE_ADAPTIVE = sd.samplers.Variant("ode dopri5 1e-3", "ode",
+                                     {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3})
+# Independent exact sets compared with the reference to measure how much MMD² scatters.
+FLOOR_SETS = 5
+
+
+@dataclass(frozen=True)
+class Run:
+    """One sampler run to make: a variant of the registry's table and its steps (``None``: adaptive)."""
+
+    variant: sd.samplers.Variant
+    steps: int | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sampler run: what ran, what it cost and (where a reference exists) how close it came."""
+
+    label: str
+    sampler: str
+    options: str
+    grid: str
+    steps: int | None  # None for an adaptive solver
+    nfe: int
+    wall_s: float
+    mmd2: float | None  # None where no reference was given (images)
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """MMD² of one independent exact set to the reference, and its spread over several sets."""
+
+    mmd2: float
+    std: float
+
+
+def sampler_runs(steps: Sequence[int], variants: Sequence[sd.samplers.Variant],
+                 adaptive: sd.samplers.Variant | None = ADAPTIVE) -> list[Run]:
+    """Every variant at every count in ``steps``, plus one run of ``adaptive`` after the fixed-step
+    runs of its sampler."""
+    steps = sorted({int(s) for s in steps})
+    if not steps or steps[0] < 1:
+        raise ValueError(f"steps must be integers >= 1, got {steps}")
+    runs = [Run(v, k) for v in variants for k in steps]
+    if adaptive is not None:
+        ours = [i for i, r in enumerate(runs) if r.variant.sampler == adaptive.sampler]
+        last = ours[-1] if ours else len(runs) - 1
+        runs.insert(last + 1, Run(adaptive, None))
+    return runs
+
+
+def run_samplers(model: sd.ScoreModel, shape: tuple[int, ...], runs: Sequence[Run], seed: int = 0,
+                 reference: Tensor | None = None, progress: bool = True,
+                 desc: str = "samplers") -> list[tuple[Row, Tensor]]:
+    """Run each of ``runs`` on ``model`` and measure it.
+
+    Every run starts from the same prior draw (generator seeded with ``seed + 1``); wall time
+    is measured around :func:`scoresde.sample` only, after one tiny warm-up call so the first
+    run does not pay torch's start-up costs. With ``reference`` the unbiased MMD² of the
+    samples to it is recorded as well.
+    """
+    sd.sample(model, (2, *shape[1:]), "ddim", 1, generator=torch.Generator().manual_seed(seed))
+    results: list[tuple[Row, Tensor]] = []
+    for run in tqdm(runs, desc=desc, unit="run", disable=not progress):
+        v = run.variant
+        gen = torch.Generator().manual_seed(seed + 1)  # same prior draw for every run
+        start = time.perf_counter()
+        out = sd.sample(model, shape, v.sampler, run.steps, generator=gen, **v.options)
+        wall = time.perf_counter() - start
+        grid = "adaptive" if run.steps is None else sd.samplers.get(v.sampler).grid
+        distance = None if reference is None else mmd2(out.x, reference)
+        results.append((Row(v.label, v.sampler, format_options(v.options), grid, run.steps, out.nfe, wall,
+                            distance), out.x))
+    return results
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """The rows as an aligned text table (the MMD² column only if some row has one)."""
+    with_mmd = any(r.mmd2 is not None for r in rows)
+    header = ("variant", "options", "grid", "steps", "NFE", "time [s]") + (("MMD²",) if with_mmd else ())
+    cells = [
+        (r.label, r.options, r.grid, "-" if r.steps is None else str(r.steps), str(r.nfe), f"{r.wall_s:.3f}")
+        + ((("-" if r.mmd2 is None else f"{r.mmd2:+.2e}"),) if with_mmd else ())
+        for r in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    right = {3, 4, 5, 6}
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w)
+                         for i, (v, w) in enumerate(zip(values, widths))).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(c) for c in cells)])
+
+
+def format_floor(floor: NoiseFloor, n: int, what: str = "two independent exact sets") -> str:
+    """One sentence on the MMD² noise floor, for under a table."""
+    return (f"noise floor: MMD² between {what} of {n}: {floor.mmd2:+.2e} "
+            f"(std over {FLOOR_SETS} sets: {floor.std:.1e}: differences of this size are noise)")
+
+
+def write_csv(rows: Sequence[Row], path: str | Path, floor: NoiseFloor | None = None) -> None:
+    """Write the rows to ``path``.
+
+    Columns: variant, sampler, options, grid, steps (empty for the adaptive run), nfe, wall_s,
+    mmd2 (empty where not measured) and, with ``floor``, mmd2_noise_floor and mmd2_noise_std.
+    """
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        extra = ["mmd2_noise_floor", "mmd2_noise_std"] if floor is not None else []
+        w.writerow(["variant", "sampler", "options", "grid", "steps", "nfe", "wall_s", "mmd2", *extra])
+        for r in rows:
+            values = [r.label, r.sampler, r.options, r.grid, "" if r.steps is None else r.steps, r.nfe,
+                      f"{r.wall_s:.6f}", "" if r.mmd2 is None else f"{r.mmd2:.6e}"]
+            if floor is not None:
+                values += [f"{floor.mmd2:.6e}", f"{floor.std:.6e}"]
+            w.writerow(values)
+
+
+def noise_floor(draw: Any, reference: Tensor, sets: int = FLOOR_SETS) -> NoiseFloor:
+    """MMD² of ``sets`` independent sets ``draw()`` to ``reference``: the first, and their std."""
+    floors = [mmd2(draw(), reference) for _ in range(sets)]
+    return NoiseFloor(floors[0], float(torch.tensor(floors, dtype=torch.float64).std()))
+
+
+def split_bits_per_dim(model: sd.ScoreModel, cfg: ConfigDict, x: Tensor, spec: DataSpec, seed: int,
+                       progress: bool = True) -> sd.BitsPerDim:
+    """Bits/dim of data ``x`` of ``spec`` with the config's ``eval`` settings (trace, probes,
+    method, rtol, atol, batch size); image splits are uniformly dequantized pixels."""
+    ev = cfg.eval
+    options = {"trace": ev.trace, "probes": ev.get("probes", 1), "method": ev.get("method", "dopri5"),
+               "rtol": ev.rtol, "atol": ev.atol, "batch_size": ev.batch_size, "progress": progress}
+    generator = torch.Generator().manual_seed(seed)
+    if spec.is_image:  # exact: the split lies on the pixel grid
+        return sd.bits_per_dim(model, pixels(x, spec), data_range=spec.data_range, levels=spec.levels,
+                               generator=generator, dtype=x.dtype, **options)
+    return sd.bits_per_dim(model, x, generator=generator, **options)
+
+
+def likelihood_settings(cfg: ConfigDict) -> str:
+    """``"dopri5 rtol=0.0001 atol=0.0001, trace=rademacher"``: how :func:`split_bits_per_dim` solved."""
+    ev = cfg.eval
+    return f"PF-ODE {ev.get('method', 'dopri5')} rtol={ev.rtol:g} atol={ev.atol:g}, trace={ev.trace}"
+
+
+def decode(model: sd.ScoreModel, z: Tensor, name: str, enc_grid: Tensor,
+           options: dict[str, Any]) -> sd.SampleResult:
+    """Decode latents ``z`` over the encoder's grid reversed, without the final denoising."""
+    return sd.sample(model, tuple(z.shape), name, timesteps=enc_grid.flip(0), x_T=z, denoise=False, **options)

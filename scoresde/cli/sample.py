@@ -1,0 +1,57 @@
+"""``scoresde sample``: draw --n samples with --sampler at --steps; ``samples.png`` and ``.npz``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from absl import logging
+
+import scoresde as sd
+from scoresde.cli.common import (
+    FLAGS,
+    describe,
+    load_model,
+    pixels,
+    sampler_and_options,
+    seed,
+    steps_for,
+    steps_text,
+    test_split,
+    workdir,
+)
+
+
+def main() -> None:
+    from scoresde import plots
+
+    wd = workdir()
+    model, cfg = load_model()
+    name, options = sampler_and_options(cfg, cfg.sampling.sampler)
+    steps = steps_for(name, options, cfg.sampling.steps)
+    n = FLAGS.n or cfg.sampling.n
+    _, spec = test_split(cfg, 2)
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed(cfg))
+    out = sd.sample(model, (n, *spec.shape), name, steps, generator=generator, progress=True, **options)
+    wall = time.perf_counter() - start
+    x = out.x.detach().cpu()
+
+    wd.mkdir(parents=True, exist_ok=True)
+    title = f"{describe(name, options)}, {steps_text(steps)}: NFE {out.nfe}, {wall:.2f} s"
+    arrays: dict[str, Any] = {"x": x.numpy(), "nfe": out.nfe, "wall_s": wall, "sampler": name,
+                              "steps": -1 if steps is None else steps, "timesteps": out.timesteps.numpy()}
+    if spec.is_image:
+        px = pixels(x, spec)
+        arrays["pixels"] = px.numpy()
+        plots.save_image_panels(wd / "samples.png", [plots.ImagePanel(title, px)], spec.levels)
+    elif spec.shape == (2,):
+        plots.save_scatter_panels(wd / "samples.png", [plots.ScatterPanel(title, x)])
+    else:
+        logging.warning("no plot for %s data of shape %s; writing samples.npz only", spec.name, spec.shape)
+    np.savez(wd / "samples.npz", **arrays)
+    print(f"{describe(name, options)}, {steps_text(steps)}, n={n}")
+    print(f"NFE {out.nfe}, time {wall:.3f} s ({n / wall:.0f} samples/s)")
+    print(f"wrote {wd / 'samples.png'} and {wd / 'samples.npz'}")

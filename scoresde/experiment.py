@@ -1,0 +1,163 @@
+"""An experiment from its config: the SDE, the model, the data splits and trained weights.
+
+One config file per experiment (``configs/*.py``, an ml_collections ``ConfigDict`` from
+:func:`scoresde.config.default_config`) fixes the data (``data``), the forward SDE (``sde``) and
+the network (``model``); this module builds each of them, loads a trained model's weights from a
+checkpoint, and rebuilds the config of a checkpoint from the groups it stores (a checkpoint is
+self-describing: a shipped model needs no config file). The training loop
+(:mod:`scoresde.train`), the command line and the benchmarks all build through here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from ml_collections import ConfigDict
+from torch import Tensor
+
+from scoresde import checkpoint
+from scoresde.config import default_config
+from scoresde.data import DataSpec, load_dataset
+from scoresde.model import ScoreModel
+from scoresde.nn import EMA, build_network
+from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+
+SDE_BUILDERS: dict[str, Callable[[ConfigDict], SDE]] = {
+    "vp": lambda c: VPSDE(c.beta_min, c.beta_max, c.N),
+    "subvp": lambda c: SubVPSDE(c.beta_min, c.beta_max, c.N),
+    "ve": lambda c: VESDE(c.sigma_min, c.sigma_max, c.N),
+    "vp_cosine": lambda c: VPSDE.cosine(N=c.N),
+    # DDPM's discrete linear table 1e-4 → 0.02 (= the linear VP discretized with N = 1000).
+    "ddpm": lambda c: VPSDE.from_betas(torch.linspace(c.beta_min / c.N, c.beta_max / c.N, c.N,
+                                                      dtype=torch.float64)),
+}
+# Config groups a checkpoint must agree on to be resumed or loaded.
+IDENTITY_GROUPS = ("data", "sde", "model")
+
+
+def build_sde(config: ConfigDict) -> SDE:
+    """The SDE named by ``config.sde.name`` with that group's parameters."""
+    name = config.sde.name
+    if name not in SDE_BUILDERS:
+        raise ValueError(f"unknown sde {name!r}; available: {sorted(SDE_BUILDERS)}")
+    return SDE_BUILDERS[name](config.sde)
+
+
+def build_model(config: ConfigDict) -> ScoreModel:
+    """A fresh :class:`ScoreModel` (network from ``config.model.network``)."""
+    net = build_network(config.model.network.to_dict())
+    return ScoreModel(net, build_sde(config), prediction=config.model.prediction,
+                      time_input=config.model.time_input)
+
+
+def identity(config: ConfigDict) -> dict[str, Any]:
+    """The part of a config that fixes what a checkpoint's weights mean."""
+    return {group: config[group].to_dict() for group in IDENTITY_GROUPS}
+
+
+def load_trained(config: ConfigDict | None, source: str | Path, use_ema: bool = True) -> ScoreModel:
+    """A model with weights from ``source`` (see :func:`find_model`), built from ``config`` —
+    which must match the checkpoint's ``data``/``sde``/``model`` groups — or, for ``None``, from
+    the checkpoint's own config."""
+    path = find_model(source)
+    if path is None:
+        raise FileNotFoundError(f"no checkpoint in {source} (a checkpoint file, a workdir with "
+                                "checkpoints/, or a folder of .pt files); train first")
+    if config is None:
+        config = config_from_checkpoint(path)
+    state = checkpoint.load_checkpoint(path, config=identity(config))
+    model = build_model(config)
+    model.net.load_state_dict(state["net"])
+    if use_ema and "ema" in state:  # an exported model holds the EMA weights as "net" already
+        ema = EMA(model.net, decay=config.training.ema_decay)
+        ema.load_state_dict(state["ema"])
+        ema.copy_to(model.net)
+    model.net.eval()
+    for p in model.net.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def export_model(config: ConfigDict, workdir: str | Path, path: str | Path) -> Path:
+    """Write the latest checkpoint's EMA weights alone (no optimizer) to ``path``, for shipping.
+
+    The result loads with :func:`load_trained` like any checkpoint.
+    """
+    model = load_trained(config, workdir, use_ema=True)
+    found = checkpoint.latest_checkpoint(Path(workdir))
+    step = int(checkpoint.load_checkpoint(found, config=identity(config))["step"])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save_checkpoint(path, {"net": model.net.state_dict(), "step": step}, identity(config))
+    return path
+
+
+def load_data(config: ConfigDict, split: str) -> tuple[Tensor, DataSpec]:
+    """The config's data set, ``split`` "train" (``data.n`` samples) or "test" (``eval.n_test``).
+
+    Generated sets draw the test split from a different seed than the training split.
+    """
+    n = config.data.n if split == "train" else config.eval.n_test
+    return load_dataset(config.data.name, split, path=config.data.path or None, n=n or None,
+                        seed=config.data.seed + (split == "test"),
+                        data_range=tuple(config.data.data_range))
+
+
+def config_from_checkpoint(path: str | Path) -> ConfigDict:
+    """The default config with the ``data``, ``sde`` and ``model`` groups stored in checkpoint
+    ``path``: enough to rebuild and load the model, and to load its data splits."""
+    stored = checkpoint.checkpoint_config(path)
+    config = default_config()
+    for group in IDENTITY_GROUPS:
+        if group not in stored:
+            raise ValueError(f"checkpoint {path} stores no {group!r} config group; pass its config file")
+        config[group] = ConfigDict(_tuples(stored[group]))
+    return config
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples the configs use (``channel_mult``, ``data_range``…)."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def load_config_file(path: str | Path, argument: str | None = None) -> ConfigDict:
+    """Run a config file's ``get_config()`` (``get_config(argument)`` when given), as
+    ``ml_collections.config_flags`` does for ``--config=path[:argument]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    spec = importlib.util.spec_from_file_location(f"scoresde_config_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot load {path} as a Python config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path} defines no get_config()")
+    return module.get_config(argument) if argument is not None else module.get_config()
+
+
+def find_model(source: str | Path) -> Path | None:
+    """The checkpoint file a trained model would be loaded from, or ``None`` if there is none.
+
+    ``source`` may be a checkpoint file (e.g. one written by :func:`scoresde.train.export_model`),
+    a workdir (its latest intact checkpoint under ``checkpoints/``), or a folder holding
+    checkpoint ``.pt`` files directly (the last by name).
+    """
+    source = Path(source)
+    if source.is_file():
+        return source
+    if not source.is_dir():
+        return None
+    latest = checkpoint.latest_checkpoint(source)
+    if latest is not None:
+        return latest
+    files = sorted(p for p in source.glob("*.pt") if p.is_file())
+    return files[-1] if files else None
