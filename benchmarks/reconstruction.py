@@ -8,7 +8,7 @@ RK4 at 5, 10, 20, 50, 100 steps, and adaptive dopri5 at a few tolerances (rtol =
 Problems:
   ring2d   the 2-D ring mixture (scoresde.data.ring_mixture), VP, exact eps oracle, float64
   gmm64    an 8-component 64-D Gaussian mixture in [-1, 1]-ish pixel scale, VP, exact oracle, float64
-  digits   the shipped 8×8 digits DDPM (configs/digits_vp.py, models/digits_vp), float32, its
+  digits   the shipped 8×8 digits DDPM (configs/digits_vp.py, package data digits_vp), float32, its
            297 test images; skipped with a printed line if the checkpoint is absent
 
 Reported per row: per-dimension MSE (the DDIM paper's metric: CIFAR-10 0.014 at 10 steps to
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import importlib.util
 import platform
 import time
 from pathlib import Path
@@ -33,9 +32,10 @@ from pathlib import Path
 import torch
 
 import scoresde as sd
+from scoresde.assets import SHIPPED, shipped_model
 from scoresde.data import ring_mixture
+from scoresde.experiment import config_from_checkpoint, find_model, load_data, load_trained
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
 T_END = 1e-3
 STEPS = (5, 10, 20, 50, 100)
@@ -86,27 +86,19 @@ def oracle_problems(n: int, device: torch.device) -> list[Problem]:
     return out
 
 
-def digits_problem(workdir: Path, n: int | None, device: torch.device) -> Problem | None:
-    from scoresde.checkpoint import latest_checkpoint
-    from scoresde.train import load_data, load_trained
-
-    ckpt = latest_checkpoint(workdir) if (workdir / "checkpoints").is_dir() else None
+def digits_problem(source: str, n: int | None, device: torch.device) -> Problem | None:
+    ckpt = find_model(shipped_model(source) if source in SHIPPED else Path(source))
     if ckpt is None:
-        print(f"digits: skipped — no trained model under {workdir / 'checkpoints'} "
-              "(train it with `python -m scoresde.cli train --config=configs/digits_vp.py "
-              f"--workdir={workdir}`)")
+        print(f"digits: skipped — no trained model in {source} (train one with `scoresde train "
+              "--config=configs/digits_vp.py --workdir=DIR` and pass --digits-model=DIR)")
         return None
-    spec = importlib.util.spec_from_file_location("digits_vp_config", ROOT / "configs" / "digits_vp.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = config_from_checkpoint(ckpt)  # a checkpoint stores its data/sde/model config
     model = load_trained(config, ckpt)
     model.net.to(device)
     x, _ = load_data(config, "test")
     x = x[:n] if n else x
-    shown = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
     return Problem("digits", model, x.to(device=device, dtype=torch.float32),
-                   f"8×8 digits DDPM ({shown}), {len(x)} test images in [-1, 1], float32", TOLS_NET)
+                   f"8×8 digits DDPM ({ckpt.name}), {len(x)} test images in [-1, 1], float32", TOLS_NET)
 
 
 def run_one(problem: Problem, method: str, sampler: str, steps: int | None, options: dict,
@@ -228,7 +220,8 @@ def main() -> None:
                         help="steps 5 and 20, one tolerance, 64 oracle points and 32 digits; prints only")
     parser.add_argument("--n", type=int, default=512, help="oracle problems' batch size")
     parser.add_argument("--n-digits", type=int, default=0, help="digits test images (0: all 297)")
-    parser.add_argument("--digits-workdir", default=str(ROOT / "models" / "digits_vp"))
+    parser.add_argument("--digits-model", default="digits_vp",
+                        help="trained digits model: workdir, checkpoint or shipped name (default digits_vp)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", default=None,
@@ -247,8 +240,8 @@ def main() -> None:
 
     start = time.perf_counter()
     problems = oracle_problems(n, device)
-    digits = digits_problem(Path(args.digits_workdir), n_digits, device)
-    skipped = None if digits is not None else f"skipped: no checkpoint under {args.digits_workdir}"
+    digits = digits_problem(args.digits_model, n_digits, device)
+    skipped = None if digits is not None else f"skipped: no trained model in {args.digits_model}"
     if digits is not None:
         problems.append(digits)
 

@@ -30,3 +30,22 @@ def pf_reference(sde: sd.SDE, gmm: sd.GaussianMixture, x_T: torch.Tensor, t_end:
     res = solve_ivp(rhs, (sde.T, t_end), x_T.numpy().ravel(), method="DOP853", rtol=1e-12, atol=1e-12)
     assert res.success
     return torch.from_numpy(res.y[:, -1]).reshape(shape)
+
+
+# Order-of-convergence problem: wider modes (std 0.32–0.48) than the samplers' test mixture, so
+# that trajectories reach the asymptotic regime at ~64 steps; the PF-ODE is compared at t = 1e-2.
+ORDER_MIX = sd.GaussianMixture(
+    torch.tensor([[-1.0, -0.5], [1.0, 1.0], [0.5, -1.5]], dtype=F64),
+    torch.tensor([0.4, 0.48, 0.32], dtype=F64),
+    torch.tensor([0.5, 0.3, 0.2], dtype=F64),
+)
+ORDER_T_END = 1e-2
+ORDER_SDES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
+
+
+def order_problem(sde_name: str):
+    """``(sde, model, x_T, reference x at ORDER_T_END)`` for 16 prior draws, eps-prediction."""
+    sde = ORDER_SDES[sde_name]()
+    x_T = sde.prior_std * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    model = ORDER_MIX.score_model(sde, prediction="eps")
+    return sde, model, x_T, pf_reference(sde, ORDER_MIX, x_T, ORDER_T_END)

@@ -8,8 +8,9 @@ import torch
 
 import scoresde as sd
 from scoresde import checkpoint
+from scoresde.experiment import build_model, config_from_checkpoint, export_model, load_data, load_trained
 from scoresde.metrics import mmd2
-from scoresde.train import build_model, export_model, load_data, load_trained, train
+from scoresde.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,3 +99,30 @@ def test_exported_model_loads_like_a_checkpoint_and_is_not_resumable(tmp_path):
     assert "optimizer" not in checkpoint.load_checkpoint(path)
     with pytest.raises(ValueError, match="exported model"):
         train(config, tmp_path / "ship", progress=False, log=lambda msg: None)
+
+
+def test_a_checkpoint_is_self_describing(tmp_path):
+    """The config groups a checkpoint stores rebuild the model and its data without the config
+    file: same weights, same outputs, same data (the eval group, not stored, takes defaults)."""
+    config = _config("tiny_gmm2d")
+    config.training.steps = 5
+    train(config, tmp_path, progress=False, log=lambda msg: None)
+    from scoresde.checkpoint import latest_checkpoint
+
+    rebuilt = config_from_checkpoint(latest_checkpoint(tmp_path))
+    for group in ("data", "sde", "model"):
+        assert rebuilt[group].to_dict() == config[group].to_dict()
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    a, b = load_trained(None, tmp_path), load_trained(config, tmp_path)
+    torch.testing.assert_close(a.eps(x, 0.3), b.eps(x, 0.3), rtol=0, atol=0)
+    assert torch.equal(load_data(rebuilt, "train")[0], load_data(config, "train")[0])
+
+
+def test_shipped_model_is_package_data():
+    from scoresde.assets import SHIPPED, shipped_model
+
+    assert SHIPPED == ("digits_vp",)
+    model = load_trained(None, shipped_model("digits_vp"))
+    assert model.prediction == "eps" and model.sde.N == 1000
+    with pytest.raises(ValueError, match="no shipped model named 'cifar'"):
+        shipped_model("cifar")

@@ -43,7 +43,7 @@ def _coerce(owner: str, name: str, value: Any, kind: Any) -> Any:
 
     if typing.get_origin(kind) is Literal:
         allowed = typing.get_args(kind)
-        if value not in allowed:
+        if isinstance(value, bool) or value not in allowed:  # True == 1 must not pass as 1
             raise fail("one of " + ", ".join(repr(a) for a in allowed))
         return value
     if kind is float:
@@ -114,6 +114,15 @@ class SamplerOptions:
 
 
 # (model, x, grid, noise, options, callback) -> x at grid.t[-1]
+@dataclass(frozen=True)
+class DeterministicOptions(SamplerOptions):
+    """Options of a sampler that draws no noise (it can run without a generator and encode)."""
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+
 SamplerFn = Callable[[CountingModel, Tensor, GridTable, NoiseSource | None, Any, Callback | None], Tensor]
 
 

@@ -42,7 +42,7 @@ from torch import Tensor
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
+from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, report
 from scoresde.sde import batch_coeff
 
 # Below this many steps the final steps drop order (DPM-Solver's and diffusers' threshold).
@@ -50,21 +50,13 @@ LOWER_ORDER_FINAL_BELOW = 15
 
 
 @dataclass(frozen=True)
-class DPMSolverOptions(SamplerOptions):
+class DPMSolverOptions(DeterministicOptions):
     """``order`` 1–3; ``prediction``: ``"data"`` (DPM-Solver++) or ``"noise"`` (DPM-Solver);
     ``lower_order_final``: lower the order of the last steps below 15 steps."""
 
-    order: int = 2
+    order: Literal[1, 2, 3] = 2
     prediction: Literal["data", "noise"] = "data"
     lower_order_final: bool = True
-
-    def validate(self) -> None:
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {self.order}")
-
-    @property
-    def stochastic(self) -> bool:
-        return False
 
 
 def step_order(options: DPMSolverOptions, i: int, steps: int) -> int:

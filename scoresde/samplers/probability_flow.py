@@ -18,11 +18,11 @@ from scoresde import flow, ode
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
+from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, report
 
 
 @dataclass(frozen=True)
-class ODEOptions(SamplerOptions):
+class ODEOptions(DeterministicOptions):
     """``method``: any of :func:`scoresde.ode.methods`; ``rtol``/``atol``: adaptive methods only."""
 
     method: str = "heun"
@@ -33,10 +33,6 @@ class ODEOptions(SamplerOptions):
         ode.check_method(self.method)
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(f"rtol and atol must be > 0, got rtol={self.rtol}, atol={self.atol}")
-
-    @property
-    def stochastic(self) -> bool:
-        return False
 
     @property
     def uses_grid(self) -> bool:

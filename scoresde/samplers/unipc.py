@@ -34,29 +34,21 @@ from torch import Tensor
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
+from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, report
 from scoresde.sde import batch_coeff
 
 
 @dataclass(frozen=True)
-class UniPCOptions(SamplerOptions):
+class UniPCOptions(DeterministicOptions):
     """``order`` 1–3 of the predictor; ``prediction``: ``"data"`` or ``"noise"``; ``variant``:
     ``B(h) = h`` ("bh1") or ``e^h − 1`` ("bh2"); ``corrector``: apply UniC; ``lower_order_final``:
     lower the order to the number of steps left."""
 
-    order: int = 2
+    order: Literal[1, 2, 3] = 2
     prediction: Literal["data", "noise"] = "data"
     variant: Literal["bh1", "bh2"] = "bh2"
     corrector: bool = True
     lower_order_final: bool = True
-
-    def validate(self) -> None:
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"order must be 1, 2 or 3, got {self.order}")
-
-    @property
-    def stochastic(self) -> bool:
-        return False
 
 
 def _update(grid: GridTable, start: int, x: Tensor, outputs: list[Tensor], order: int,

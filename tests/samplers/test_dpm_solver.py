@@ -19,7 +19,7 @@ import math
 
 import pytest
 import torch
-from oracles import pf_reference
+from oracles import ORDER_SDES, ORDER_T_END, order_problem
 
 import scoresde as sd
 
@@ -57,22 +57,16 @@ def test_equals_diffusers_dpm_solver_multistep(prediction, order, steps):
     torch.testing.assert_close(ours.x, x, rtol=0, atol=3e-4)
 
 
-ORDER_MIX = sd.GaussianMixture(GMM.means, torch.tensor([0.4, 0.48, 0.32]), GMM.weights)
-T_END = 1e-2
+@pytest.fixture(scope="module", params=list(ORDER_SDES))
+def problem(request):
+    return order_problem(request.param)
 
 
-@pytest.fixture(scope="module", params=["vp", "subvp", "ve"])
-def order_problem(request):
-    sde = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}[request.param]()
-    x_T = sde.prior_std * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    return sde, ORDER_MIX.score_model(sde, "eps"), x_T, pf_reference(sde, ORDER_MIX, x_T, T_END)
-
-
-def _errors(order_problem, order: int, prediction: str) -> list[float]:
-    sde, model, x_T, ref = order_problem
+def _errors(problem, order: int, prediction: str) -> list[float]:
+    sde, model, x_T, ref = problem
     errs = []
     for steps in (64, 128):
-        ts = sd.grids.make_grid("logsnr", sde, steps, sde.T, T_END)
+        ts = sd.grids.make_grid("logsnr", sde, steps, sde.T, ORDER_T_END)
         out = sd.sample(model, x_T.shape, "dpm_solver", timesteps=ts, x_T=x_T, order=order,
                         prediction=prediction)
         errs.append((out.x - ref).abs().max().item())
@@ -81,15 +75,15 @@ def _errors(order_problem, order: int, prediction: str) -> list[float]:
 
 @pytest.mark.parametrize("prediction", ["data", "noise"])
 @pytest.mark.parametrize("order", [1, 2])
-def test_order_of_convergence(order_problem, order, prediction):
-    errs = _errors(order_problem, order, prediction)
+def test_order_of_convergence(problem, order, prediction):
+    errs = _errors(problem, order, prediction)
     assert errs[1] > 1e-8, errs  # far above the reference's error
     assert abs(math.log2(errs[0] / errs[1]) - order) < 0.2, errs
 
 
 @pytest.mark.parametrize("prediction", ["data", "noise"])
-def test_third_order_is_limited_by_its_warm_up(order_problem, prediction):
-    third, second = _errors(order_problem, 3, prediction), _errors(order_problem, 2, prediction)
+def test_third_order_is_limited_by_its_warm_up(problem, prediction):
+    third, second = _errors(problem, 3, prediction), _errors(problem, 2, prediction)
     rate = math.log2(third[0] / third[1])
     assert 2.0 < rate < 3.2, third
     assert third[1] < second[1]

@@ -17,7 +17,7 @@ import math
 
 import pytest
 import torch
-from oracles import pf_reference
+from oracles import ORDER_T_END, order_problem
 
 import scoresde as sd
 from scoresde.metrics import mmd2
@@ -139,8 +139,6 @@ def test_noise_floor_is_tight_enough_to_catch_a_wrong_mixture(wrong, noise_floor
 # --- order of convergence of the fixed-step ODE solvers ------------------------------------------
 # Wider modes here (std 0.32–0.48): with the narrow ones above, trajectories that start near a
 # boundary between modes need ≥ 128 Euler steps before the error is in the asymptotic regime.
-ORDER_MIX = sd.GaussianMixture(MEANS, torch.tensor([0.4, 0.48, 0.32]), WEIGHTS)
-T_END = 1e-2
 # (N, 2N) per method: the smallest N at which log2(e_N/e_2N) is within a few hundredths of the
 # order for all three SDEs, with e_2N still ≥ 1e-7 (far above the ~1e-11 reference error).
 ORDER_STEPS = {"euler": 64, "midpoint": 128, "heun": 64, "ralston3": 64, "rk4": 64}
@@ -149,21 +147,19 @@ ORDER_STEPS = {"euler": 64, "midpoint": 128, "heun": 64, "ralston3": 64, "rk4": 
 
 
 @pytest.fixture(scope="module", params=list(SDES))
-def order_problem(request):
-    sde = SDES[request.param]()
-    model = ORDER_MIX.score_model(sde, prediction="eps")
-    x_T = sde.prior_std * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    return model, x_T, pf_reference(sde, ORDER_MIX, x_T, T_END)
+def problem(request):
+    _, model, x_T, ref = order_problem(request.param)
+    return model, x_T, ref
 
 
 @pytest.mark.parametrize("method", list(ORDER_STEPS))
-def test_fixed_step_ode_order_of_convergence(order_problem, method):
-    model, x_T, ref = order_problem
+def test_fixed_step_ode_order_of_convergence(problem, method):
+    model, x_T, ref = problem
     order = sd.ode.FIXED_STEP[method].order
     n = ORDER_STEPS[method]
     errs = []
     for steps in (n, 2 * n):
-        ts = torch.linspace(1.0, T_END, steps + 1, dtype=F64)
+        ts = torch.linspace(1.0, ORDER_T_END, steps + 1, dtype=F64)
         out = sd.sample(model, x_T.shape, "ode", timesteps=ts, x_T=x_T, denoise=False, method=method)
         errs.append((out.x - ref).abs().max().item())
     # Halving every step of a p-th order method divides the global error by 2^p + O(h).
@@ -171,10 +167,10 @@ def test_fixed_step_ode_order_of_convergence(order_problem, method):
     assert abs(math.log2(errs[0] / errs[1]) - order) < 0.15, (method, errs)
 
 
-def test_fine_rk4_agrees_with_the_independent_reference(order_problem):
+def test_fine_rk4_agrees_with_the_independent_reference(problem):
     """Not only the rate: the limit is right (the σ̄ transformation and t ↔ σ̄ maps are exact)."""
-    model, x_T, ref = order_problem
-    ts = torch.linspace(1.0, T_END, 257, dtype=F64)
+    model, x_T, ref = problem
+    ts = torch.linspace(1.0, ORDER_T_END, 257, dtype=F64)
     out = sd.sample(model, x_T.shape, "ode", timesteps=ts, x_T=x_T, denoise=False, method="rk4")
     # RK4's error at 128 steps is ~4e-7 (order test above); at 256 it is 16× smaller, ~3e-8.
     torch.testing.assert_close(out.x, ref, rtol=0, atol=2e-7)

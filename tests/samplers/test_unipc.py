@@ -20,7 +20,7 @@ import math
 
 import pytest
 import torch
-from oracles import pf_reference
+from oracles import ORDER_SDES, ORDER_T_END, order_problem
 
 import scoresde as sd
 
@@ -73,22 +73,16 @@ def test_bh1_final_step_to_zero_is_finite_where_diffusers_is_nan():
     assert (ours.x - bh2.x).abs().median() < 0.02  # two second-order variants of one solve
 
 
-ORDER_MIX = sd.GaussianMixture(GMM.means, torch.tensor([0.4, 0.48, 0.32]), GMM.weights)
-T_END = 1e-2
+@pytest.fixture(scope="module", params=list(ORDER_SDES))
+def problem(request):
+    return order_problem(request.param)
 
 
-@pytest.fixture(scope="module", params=["vp", "subvp", "ve"])
-def order_problem(request):
-    sde = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}[request.param]()
-    x_T = sde.prior_std * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
-    return sde, ORDER_MIX.score_model(sde, "eps"), x_T, pf_reference(sde, ORDER_MIX, x_T, T_END)
-
-
-def _errors(order_problem, order: int, options: dict) -> list[float]:
-    sde, model, x_T, ref = order_problem
+def _errors(problem, order: int, options: dict) -> list[float]:
+    sde, model, x_T, ref = problem
     errs = []
     for steps in (128, 256):
-        ts = sd.grids.make_grid("logsnr", sde, steps, sde.T, T_END)
+        ts = sd.grids.make_grid("logsnr", sde, steps, sde.T, ORDER_T_END)
         out = sd.sample(model, x_T.shape, "unipc", timesteps=ts, x_T=x_T, order=order,
                         lower_order_final=False, **options)
         errs.append((out.x - ref).abs().max().item())
@@ -101,20 +95,20 @@ OPTIONS = [{"prediction": "data", "variant": "bh1"}, {"prediction": "data", "var
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(o.values()))
 @pytest.mark.parametrize("order", [1, 2])
-def test_predictor_corrector_order(order_problem, order, options):
-    errs = _errors(order_problem, order, options)
+def test_predictor_corrector_order(problem, order, options):
+    errs = _errors(problem, order, options)
     assert errs[1] > 1e-9, errs
     assert abs(math.log2(errs[0] / errs[1]) - (order + 1)) < 0.2, errs
 
 
-def test_corrector_raises_the_order(order_problem):
-    sde, model, x_T, ref = order_problem
-    ts = sd.grids.make_grid("logsnr", sde, 128, sde.T, T_END)
+def test_corrector_raises_the_order(problem):
+    sde, model, x_T, ref = problem
+    ts = sd.grids.make_grid("logsnr", sde, 128, sde.T, ORDER_T_END)
     with_c, without = (sd.sample(model, x_T.shape, "unipc", timesteps=ts, x_T=x_T, order=1,
                                  corrector=c, lower_order_final=False).x for c in (True, False))
     # Second against first order at 128 steps: ~10× smaller (measured 10–40×).
     assert (with_c - ref).abs().max() < 0.25 * (without - ref).abs().max()
 
 
-def test_third_order_beats_second(order_problem):
-    assert _errors(order_problem, 3, OPTIONS[1])[1] < _errors(order_problem, 2, OPTIONS[1])[1]
+def test_third_order_beats_second(problem):
+    assert _errors(problem, 3, OPTIONS[1])[1] < _errors(problem, 2, OPTIONS[1])[1]
