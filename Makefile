@@ -8,7 +8,7 @@ TORCH_CPU ?= torch==2.13.0
 # none is importable, because an unpinned `torch` pulls several GB of CUDA packages.
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_CPU)"
-	@$(PYTHON) -m pip install -q -e ".[dev,digits]"
+	@$(PYTHON) -m pip install -q -e ".[dev,digits,bench]"
 
 demo: setup
 	$(PYTHON) -m scoresde.cli demo --workdir=demo_out

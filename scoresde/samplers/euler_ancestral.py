@@ -46,7 +46,10 @@ class EulerAncestralOptions(SamplerOptions):
 
 
 def ancestral_split(sigma_from: Tensor, sigma_to: Tensor, eta: float) -> tuple[Tensor, Tensor]:
-    """``(σ_down, σ_up)`` with ``σ_down² + σ_up² = σ_to²`` (see the module docstring)."""
+    """``(σ_down, σ_up)`` with ``σ_down² + σ_up² = σ_to²`` (see the module docstring); η = 0
+    is the deterministic step in either direction (encoding runs it upwards)."""
+    if eta == 0:
+        return sigma_to, torch.zeros_like(sigma_to)
     sigma_up = torch.minimum(sigma_to, eta * torch.sqrt(sigma_to**2 * (sigma_from**2 - sigma_to**2)
                                                         / sigma_from**2))
     return torch.sqrt(sigma_to**2 - sigma_up**2), sigma_up
