@@ -9,6 +9,9 @@ TORCH_CPU ?= torch==2.13.0
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_CPU)"
 	@$(PYTHON) -m pip install -q -e ".[dev,digits,bench]"
+	@# k-diffusion (a benchmark peer) without its training stack: its samplers need torchsde only
+	@# (in the bench extra); its torchvision pin would replace the installed torch.
+	@$(PYTHON) -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
 
 demo: setup
 	$(PYTHON) -m scoresde.cli demo --workdir=demo_out

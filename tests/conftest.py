@@ -10,7 +10,11 @@ from pathlib import Path
 
 import torch
 
-# Test modules in subfolders (tests/samplers/, ...) import the shared fixtures of tests/oracles.py.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Test modules in subfolders (tests/samplers/, ...) import the shared fixtures of tests/oracles.py;
+# the benchmark suite (benchmarks/suite, not installed) holds the peers' loaders that the
+# equivalence tests share with the benchmarks.
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "benchmarks"))
 
 torch.set_num_threads(1)
