@@ -11,6 +11,13 @@ singular there.
 * ``karras``    equal steps in ``σ̄^{1/ρ}`` with ``σ̄ = sigma/alpha`` (EDM, ρ = 7).
 * ``leading``, ``trailing``, ``linspace``: diffusers' DDIM timestep spacings on a discrete
   N-step table (``VPSDE.from_betas``), so a diffusers run can be reproduced exactly.
+* ``edm``       the papers' recommendations with a floor: Karras et al.'s grid (ρ = 7) from
+* ``dpm``       ``t_start`` down to the smallest noise level the model was trained at,
+                ``t_min = 1/N`` (``1e-3`` for a continuous SDE without N: Song et al.'s and
+                DPM-Solver's ``eps``), then one step to ``t_end``; ``dpm`` is DPM-Solver's
+                log-SNR grid to the same ``t_min`` (Lu et al. 2022, App. D). On a DDPM table
+                ``edm`` is exactly k-diffusion's ``get_sigmas_karras(n, sigma_min, sigma_max)``
+                with ``append_zero``.
 
 ``logsnr`` and ``karras`` need a finite ``λ(t_end)``; when ``t_end`` is 0 for a VP-family SDE
 (``σ̄ = 0``) the grid is built to the first positive time of a uniform grid and finished with
@@ -134,6 +141,31 @@ def karras(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.
     )
 
 
+def smallest_time(sde: SDE) -> float:
+    """``t_min``: the smallest time a model is trained at — ``1/N`` (DDPM's step index 0), or
+    ``1e-3`` for a continuous SDE without ``N``."""
+    return 1.0 / sde.N if sde.N else 1e-3
+
+
+def _floored(grid_fn: GridFn, sde: SDE, steps: int, t_start: float | None, t_end: float) -> Tensor:
+    """``grid_fn`` from ``t_start`` to ``t_min`` in ``steps − 1`` steps, then one step to
+    ``t_end`` (just ``grid_fn`` to ``t_end`` where ``t_end ≥ t_min``, or for one step)."""
+    steps = _check_steps(steps)
+    t_min = smallest_time(sde)
+    if t_end >= t_min or steps == 1:
+        return grid_fn(sde, steps, t_start, t_end)
+    head = grid_fn(sde, steps - 1, t_start, t_min)
+    return torch.cat([head, torch.tensor([t_end], dtype=torch.float64)])
+
+
+def edm(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    return _floored(karras, sde, steps, t_start, t_end)
+
+
+def dpm(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
+    return _floored(logsnr, sde, steps, t_start, t_end)
+
+
 def _spacing(name: str, sde: SDE, steps: int, t_start: float | None, t_end: float) -> Tensor:
     """diffusers' DDIMScheduler timestep spacings on the SDE's N-step table (step offset 0):
 
@@ -183,6 +215,8 @@ GRIDS: dict[str, GridFn] = {
     "quadratic": quadratic,
     "logsnr": logsnr,
     "karras": karras,
+    "edm": edm,
+    "dpm": dpm,
     "leading": leading,
     "trailing": trailing,
     "linspace": linspace,
