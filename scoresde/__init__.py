@@ -5,6 +5,7 @@ from scoresde import grids, ode, samplers
 from scoresde.analytic import GaussianMixture
 from scoresde.bound import VariationalBound, variational_bound
 from scoresde.encoding import encode, interpolate
+from scoresde.grid_search import optimize_grid
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import CountingModel, DiffusionModel, Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
@@ -35,6 +36,7 @@ __all__ = [
     "interpolate",
     "log_likelihood",
     "ode",
+    "optimize_grid",
     "sample",
     "samplers",
     "variational_bound",

@@ -3,12 +3,17 @@
 ``shipped_model("digits_vp")`` is the path of the 8×8-digits DDPM (2.8 MB, EMA weights; how it
 was trained: ``models/README.md`` in the repository). A shipped checkpoint stores its own
 config groups, so :func:`scoresde.experiment.load_trained` needs no config file for it.
+``digits_grid(sampler, nfe)`` is a time grid optimised for that model
+(``benchmarks/optimize_digits_grids.py`` wrote ``digits_vp_grids.json``).
 """
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
+
+import torch
 
 SHIPPED = ("digits_vp",)
 
@@ -21,3 +26,19 @@ def shipped_model(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"the shipped model file {path} is missing from this installation")
     return path
+
+
+def digits_grid(sampler: str, nfe: int) -> torch.Tensor:
+    """The float64 time grid optimised for the shipped ``digits_vp`` model, ``sampler`` and ``nfe``
+    (``sd.sample(model, shape, sampler, timesteps=digits_grid(sampler, nfe))``; its settings are
+    in ``digits_vp_grids.json``)."""
+    path = Path(str(resources.files(__name__) / "digits_vp_grids.json"))
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped grid file {path} is missing from this installation")
+    grids = json.loads(path.read_text())["grids"]
+    if sampler not in grids:
+        raise ValueError(f"no optimised digits grid for sampler {sampler!r}; available: {', '.join(grids)}")
+    if str(nfe) not in grids[sampler]:
+        raise ValueError(f"no optimised {sampler!r} digits grid at nfe={nfe!r}; available: "
+                         f"{', '.join(grids[sampler])}")
+    return torch.tensor(grids[sampler][str(nfe)], dtype=torch.float64)

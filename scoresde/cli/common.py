@@ -55,6 +55,11 @@ flags.DEFINE_list(
     "Extra sampler options as KEY=VALUE pairs, comma-separated; values are Python literals or "
     "plain strings, e.g. method=dopri5,rtol=1e-5,atol=1e-5 (ode), eta=0.5 (ddim), "
     "snr=0.1,n_corrector=2 (pc), variance=beta (ancestral), grid=karras (any fixed-step sampler).")
+flags.DEFINE_string(
+    "timesteps_file", None,
+    "sample: read the time grid from this file instead of --steps: a JSON list of strictly "
+    "decreasing times in [0, T] (e.g. one of scoresde.assets.digits_grid's), or whitespace/comma "
+    "separated numbers.")
 flags.DEFINE_integer(
     "n", None,
     "How many. sample, bench: samples per run (default config.sampling.n). likelihood: test "
@@ -267,6 +272,25 @@ def steps_for(name: str, options: dict[str, Any], default: int) -> int | None:
     if FLAGS.steps is None and not sd.samplers.get(name).parse(options).uses_grid:
         return None
     return one_steps(default)
+
+
+def timesteps_from_file(path: str | Path) -> Tensor:
+    """The float64 time grid in ``path`` (a JSON list, or numbers separated by whitespace or
+    commas); checked by the sampler's entry point (decreasing, in [0, T])."""
+    import json
+
+    text = Path(path).read_text()
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            values = [float(v) for v in text.replace(",", " ").split()]
+        except ValueError:
+            raise FlagError(f"--timesteps_file={path}: expected a JSON list or numbers, "
+                            f"got {text[:60]!r}") from None
+    if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values):
+        raise FlagError(f"--timesteps_file={path}: expected a list of numbers, got {text[:60]!r}")
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def seed(cfg: ConfigDict) -> int:

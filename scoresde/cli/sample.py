@@ -12,6 +12,7 @@ from absl import logging
 import scoresde as sd
 from scoresde.cli.common import (
     FLAGS,
+    FlagError,
     describe,
     load_model,
     pixels,
@@ -20,6 +21,7 @@ from scoresde.cli.common import (
     steps_for,
     steps_text,
     test_split,
+    timesteps_from_file,
     workdir,
 )
 
@@ -30,12 +32,19 @@ def main() -> None:
     wd = workdir()
     model, cfg = load_model()
     name, options = sampler_and_options(cfg, cfg.sampling.sampler)
-    steps = steps_for(name, options, cfg.sampling.steps)
+    if FLAGS.timesteps_file:  # an explicit grid, e.g. an optimised one (sd.optimize_grid)
+        if FLAGS.steps is not None:
+            raise FlagError("pass either --steps or --timesteps_file, not both")
+        timesteps = timesteps_from_file(FLAGS.timesteps_file)
+        steps, grid_args = len(timesteps) - 1, {"timesteps": timesteps}
+    else:
+        steps = steps_for(name, options, cfg.sampling.steps)
+        grid_args = {"steps": steps}
     n = FLAGS.n or cfg.sampling.n
     _, spec = test_split(cfg, 2)
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed(cfg))
-    out = sd.sample(model, (n, *spec.shape), name, steps, generator=generator, progress=True, **options)
+    out = sd.sample(model, (n, *spec.shape), name, generator=generator, progress=True, **grid_args, **options)
     wall = time.perf_counter() - start
     x = out.x.detach().cpu()
 
