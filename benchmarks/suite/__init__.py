@@ -28,8 +28,15 @@ from pathlib import Path
 
 import torch
 
-from suite import analytic, overhead, report
-from suite.common import Variant, diffusers_version, environment, our_variants, pick_device
+from suite import analytic, kdiffusion, overhead, pairs, report
+from suite.common import (
+    Variant,
+    diffusers_version,
+    environment,
+    kdiffusion_version,
+    our_variants,
+    pick_device,
+)
 from suite.peers import peer_variants
 from suite.runs import warm_up
 
@@ -38,21 +45,35 @@ DEFAULT_OUT = Path("benchmarks") / "results"
 
 
 def peers_or_note(log: Callable[[str], None]) -> tuple[list[Variant], str]:
-    """diffusers' scheduler variants and a line for the results, or none and the skip line."""
+    """The peers' variants (diffusers' schedulers, k-diffusion's samplers) and a line for the
+    results saying which ran; a missing peer is skipped with a line saying how to add it."""
+    peers, notes = [], []
     version = diffusers_version()
     if version is None:
-        note = ("Peers skipped: diffusers is not installed (`pip install diffusers` or "
-                "`pip install scoresde[bench]` adds DDPM, DDIM, DPM-Solver++ and Euler to the same tables).")
-        log(note)
-        return [], note
-    return peer_variants(), (f"Peers: diffusers {version} schedulers (DDPM, DDIM, DPM-Solver++(2M), Euler; "
-                             "trailing timestep spacing, no clipping) on the same network and start noise.")
+        notes.append("diffusers skipped: not installed (`pip install diffusers` or `scoresde[bench]`).")
+    else:
+        peers += peer_variants()
+        notes.append(f"diffusers {version}: DDPM, DDIM, DPM-Solver++(2M, 3M), UniPC, Heun, Euler, "
+                     "Euler-ancestral schedulers (trailing timestep spacing, no clipping) on the same "
+                     "network and start noise.")
+    try:
+        kdiffusion.sampling()
+        peers += kdiffusion.peer_variants()
+        notes.append(f"k-diffusion {kdiffusion_version()}: Euler, Heun, LMS, DPM++(2M), Euler-ancestral, "
+                     "DPM++(2M/3M) SDE on its recommended Karras grid (our `edm` grid), the same start "
+                     "noise, per-step noise from a seeded generator.")
+    except ImportError as err:
+        notes.append(f"k-diffusion skipped: {err}.")
+    note = "Peers: " + " ".join(notes)
+    log(note)
+    return peers, note
 
 
 def run_analytic(out: Path, stem: str, quick: bool, device: torch.device, peers: list[Variant],
                  peers_note: str, log: Callable[[str], None]) -> list[Path]:
     problems = analytic.default_problems(quick)
-    variants = our_variants(problems[0].tolerances) + peers
+    ours = our_variants(problems[0].tolerances)
+    variants = ours + peers + pairs.pair_variants(ours, peers)
     warm_up(variants, device)
     rows, agreements = [], {}
     for problem in problems:
@@ -72,7 +93,12 @@ def write_summary(rows: list[dict], problems: Sequence[analytic.Problem], env: d
     for problem in problems:
         floor = next(r for r in rows if r["problem"] == problem.name and r["library"] == "exact")
         lines += [f"## {problem.name} (D = {problem.dim}, n = {problem.n}; MMD² floor threshold "
-                  f"{floor['floor_threshold']:.1e})", "", report.summary_table(rows, problem.name), ""]
+                  f"{floor['floor_threshold']:.1e})", "", "Targets (measured here):", "",
+                  *pairs.targets_lines(rows, problem.name), "",
+                  "Each family beside its peer implementation (MMD² ratio ours / peer; equal grid: ours "
+                  "on the peer's grid):", "",
+                  pairs.pairs_table([r for r in rows if r["problem"] == problem.name]),
+                  "", report.summary_table(rows, problem.name), ""]
     path.write_text("\n".join(lines))
     return path
 

@@ -46,20 +46,37 @@ def ddpm_sde() -> SDE:
 
 @dataclass(frozen=True)
 class Variant:
-    """One sampler configuration: a registered scoresde sampler with options, or a diffusers
-    scheduler (``library="diffusers"``, ``sampler`` = the scheduler's class name)."""
+    """One sampler configuration: a registered scoresde sampler with options (and optionally a
+    grid other than its default), a diffusers scheduler (``library="diffusers"``, ``sampler`` =
+    the scheduler's class name) or a k-diffusion sampler (``library="k-diffusion"``, ``sampler``
+    = the name after ``sample_``, run on k-diffusion's recommended Karras grid, our ``edm``).
+
+    ``nfe_per_step``/``nfe_offset`` give a peer's NFE as ``a·steps + b`` (ours are measured)."""
 
     label: str
     sampler: str
     options: dict[str, Any] = field(default_factory=dict)
     library: str = "scoresde"
+    grid: str | None = None
+    t_end: float | None = None
+    denoise: bool | None = None
+    nfe_per_step: int = 1
+    nfe_offset: int = 0
+
+    def sample_kwargs(self) -> dict[str, Any]:
+        """``grid``/``t_end``/``denoise`` for :func:`scoresde.sample` where they differ from the
+        sampler's defaults (ours only)."""
+        chosen = {"grid": self.grid, "t_end": self.t_end, "denoise": self.denoise}
+        return {k: v for k, v in chosen.items() if v is not None}
 
     @property
     def family(self) -> str:
-        return self.sampler if self.library == "scoresde" else f"diffusers {self.sampler}"
+        return self.sampler if self.library == "scoresde" else f"{self.library} {self.sampler}"
 
     @property
     def adaptive(self) -> bool:
+        if self.library == "k-diffusion":
+            return self.sampler == "dpm_adaptive"
         return self.library == "scoresde" and not sd.samplers.get(self.sampler).parse(self.options).uses_grid
 
     def options_json(self) -> str:
@@ -104,14 +121,14 @@ def cheap_model(sde: SDE) -> ScoreModel:
 
 
 @cache
-def _nfe_line(sampler: str, options_json: str) -> tuple[int, int]:
+def _nfe_line(sampler: str, options_json: str, kwargs_json: str = "{}") -> tuple[int, int]:
     """``(a, b)`` with ``NFE = a·steps + b`` for a fixed-step sampler, from two dry runs."""
     model = cheap_model(ddpm_sde())
-    options = json.loads(options_json)
+    options, kwargs = json.loads(options_json), json.loads(kwargs_json)
 
     def nfe(steps: int) -> int:
         out = sd.sample(model, (2, 2), sampler, steps, generator=torch.Generator().manual_seed(0),
-                        **options)
+                        **kwargs, **options)
         return out.nfe
 
     n1, n2 = nfe(1), nfe(2)
@@ -121,9 +138,11 @@ def _nfe_line(sampler: str, options_json: str) -> tuple[int, int]:
 def steps_for_nfe(variant: Variant, target: int, tolerance: float = NFE_TOLERANCE) -> int | None:
     """The step count whose NFE is nearest ``target`` (ties: fewer steps), or ``None`` when even
     that one misses by more than ``tolerance·target`` (e.g. Heun cannot spend a single NFE)."""
-    if variant.library != "scoresde":
-        return target  # every diffusers scheduler here spends one evaluation per step
-    a, b = _nfe_line(variant.sampler, variant.options_json())
+    if variant.library == "scoresde":
+        a, b = _nfe_line(variant.sampler, variant.options_json(),
+                         json.dumps(variant.sample_kwargs(), sort_keys=True))
+    else:
+        a, b = variant.nfe_per_step, variant.nfe_offset
     guess = max(1, round((target - b) / a))
     candidates = [s for s in (guess - 1, guess, guess + 1) if s >= 1]
     steps = min(candidates, key=lambda s: (abs(a * s + b - target), s))
@@ -166,6 +185,16 @@ def diffusers_version() -> str | None:
     return diffusers.__version__
 
 
+def kdiffusion_version() -> str | None:
+    """k-diffusion's version, or ``None`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("k-diffusion")
+    except PackageNotFoundError:
+        return None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     """Columns that say where and when a result was measured."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
@@ -176,6 +205,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "gpu_available": torch.cuda.is_available(),
         "torch_version": torch.__version__,
         "diffusers_version": diffusers_version() or "not installed",
+        "kdiffusion_version": kdiffusion_version() or "not installed",
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),

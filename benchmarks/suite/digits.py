@@ -36,7 +36,7 @@ from scoresde.assets import shipped_model
 from scoresde.data import DataSpec, from_pixels, to_pixels
 from scoresde.experiment import config_from_checkpoint, load_data, load_trained
 from scoresde.model import ScoreModel
-from suite import report
+from suite import pairs, report
 from suite.classifier import DEFAULT_PATH as CLASSIFIER_PATH
 from suite.classifier import DigitsClassifier, load_classifier
 from suite.common import Variant, dopri5, our_variants, write_csv
@@ -45,8 +45,8 @@ from suite.runs import run_variant
 
 MODEL_PATH = shipped_model("digits_vp")
 FLOOR_SUBSETS = 5
-OUR_LABELS = ("ancestral posterior", "ddim eta=0", "pc rd+langevin", "ode heun")
-PEER_LABELS = ("diffusers DPM-Solver++(2M)",)
+PEER_LABELS = ("diffusers DDIM", "diffusers DPM-Solver++(2M)", "diffusers UniPC", "k-diffusion LMS",
+               "k-diffusion DPM++(2M)", "k-diffusion Heun", "k-diffusion DPM++(2M) SDE")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class DigitsSettings:
     """Samples per run, NFE targets, dopri5 tolerances and the bits/dim set-up."""
 
     n: int = 297
-    targets: tuple[int, ...] = (5, 10, 20, 50, 100)
+    targets: tuple[int, ...] = (3, 5, 8, 10, 15, 20, 50, 100)
     tolerances: tuple[float, ...] = (1e-2, 1e-3)
     n_bpd: int = 64
     bpd_tol: float = 1e-4
@@ -65,9 +65,11 @@ QUICK = DigitsSettings(n=32, targets=(5,), tolerances=(), n_bpd=4, bpd_tol=1e-2)
 
 
 def digits_variants(peers: Sequence[Variant]) -> list[Variant]:
-    """The variants run on digits: one per family plus DPM-Solver (diffusers' DDPM, DDIM and
-    Euler equal our ancestral and ddim on the same network — see the analytic results)."""
-    ours = [v for v in our_variants() if v.label in OUR_LABELS]
+    """The variants run on digits: the main variant of every registered sampler, and the peers
+    of the fast families (diffusers' DDPM and Euler equal our ancestral and ddim on the same
+    network — see the analytic results)."""
+    main = {v.label for v in sd.samplers.variants(main_only=True)}
+    ours = [v for v in our_variants() if v.label in main]
     return ours + [v for v in peers if v.label in PEER_LABELS]
 
 
@@ -164,6 +166,9 @@ def write_results(rows: Sequence[dict[str, Any]], info: dict[str, Any], settings
     written.append(report.plot_metric(rows, "fd", info["fd_floor"], "floor: training images",
                                       "Fréchet distance (classifier features)", "digits model: FD vs NFE",
                                       out_dir / f"{stem}.png"))
+    written.append(report.plot_pareto(rows, "fd", info["fd_floor"], "Fréchet distance (classifier features)",
+                                      "digits model: Pareto front of FD vs NFE",
+                                      out_dir / f"{stem}_pareto.png"))
     b = info["bpd"]
     fixed = report.metric_table(rows, settings.targets, lambda r: f"{r['fd']:.3g}")
     adaptive = report.adaptive_rows(rows)
@@ -180,6 +185,8 @@ def write_results(rows: Sequence[dict[str, Any]], info: dict[str, Any], settings
              f"{info['fd_test']:.3f}: they come from other writers (the classifier's accuracy drops to "
              f"{info['classifier_test_accuracy']:.0%} on them), so samples that match the training "
              "distribution score below them.",
+             "", "## Targets (measured here; FD ratios, not floored)", "",
+             *pairs.targets_lines(rows, "digits", metric="fd"),
              "", "## FD by target NFE (actual NFE in parentheses where it differs)", "", fixed]
     if adaptive:
         lines += ["", "## ode dopri5 (adaptive)", "",
@@ -193,7 +200,8 @@ def write_results(rows: Sequence[dict[str, Any]], info: dict[str, Any], settings
               f"{b['n_images']} "
               f"test images: `sd.bits_per_dim` with uniform dequantization of the 17 grey levels, "
               f"dopri5 at rtol = atol = {b['tol']:g}, one Rademacher probe per image (Hutchinson); "
-              f"{b['nfe']} NFE, {b['wall_s']:.0f} s.", "", f"![FD vs NFE]({stem}.png)", ""]
+              f"{b['nfe']} NFE, {b['wall_s']:.0f} s.", "", f"![FD vs NFE]({stem}.png)", "",
+              f"![FD Pareto front]({stem}_pareto.png)", ""]
     md = out_dir / f"{stem}.md"
     md.write_text("\n".join(lines))
     written.append(md)

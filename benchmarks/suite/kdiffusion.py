@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from scoresde.model import Cond, DiffusionModel
+from suite.common import Variant
 
 _PACKAGE = "k_diffusion"
 
@@ -64,17 +65,29 @@ def sampling() -> types.ModuleType:
 class Denoiser:
     """``D(x̄, σ̄) = E[x_0 | x̄]`` of a scoresde model, as k-diffusion's samplers call it.
 
-    ``sigma`` is k-diffusion's per-sample noise level (σ̄); the call maps it to the SDE's time in
-    float64 and evaluates ``model.predict`` once (one NFE, counted in ``nfe``).
+    ``sigma`` is k-diffusion's per-sample noise level (σ̄, in the state's dtype). A σ̄ that is one
+    of the run's grid levels maps to that grid time exactly (float64); any other (an adaptive
+    solver's stage) through the SDE's inverse, clamped to ``[0, T]`` against float32 round-off.
+    Each call evaluates ``model.predict`` once (one NFE, counted in ``nfe``).
     """
 
-    def __init__(self, model: DiffusionModel, cond: Cond = None):
+    def __init__(self, model: DiffusionModel, cond: Cond = None, timesteps: Tensor | None = None,
+                 dtype: torch.dtype = torch.float32):
         self.model, self.cond, self.nfe = model, cond, 0
+        self.times = None if timesteps is None else torch.as_tensor(timesteps, dtype=torch.float64)
+        self.levels = None if timesteps is None else sigma_bars(model, self.times, dtype)
+
+    def time(self, sigma_bar: Tensor) -> Tensor:
+        if self.levels is not None:
+            hit = (self.levels == sigma_bar.to(self.levels.dtype)).nonzero()
+            if len(hit):
+                return self.times[hit[0, 0]]
+        sde = self.model.sde
+        return sde.t_from_sigma_bar(sigma_bar.to(torch.float64)).clamp(0.0, sde.T)
 
     def __call__(self, x_bar: Tensor, sigma_bar: Tensor, **_: Any) -> Tensor:
-        sde = self.model.sde
-        t = sde.t_from_sigma_bar(sigma_bar.to(torch.float64).reshape(-1)[:1])[0]
-        alpha = sde.alpha(t).to(x_bar.dtype)
+        t = self.time(sigma_bar.reshape(-1)[0])
+        alpha = self.model.sde.alpha(t).to(x_bar.dtype)
         self.nfe += 1
         return self.model.predict(alpha * x_bar, t, self.cond).x0
 
@@ -82,6 +95,36 @@ class Denoiser:
 def sigma_bars(model: DiffusionModel, timesteps: Tensor, dtype: torch.dtype) -> Tensor:
     """The σ̄ grid k-diffusion steps through for our decreasing time grid (0 where sigma = 0)."""
     return model.sde.sigma_bar(torch.as_tensor(timesteps, dtype=torch.float64)).to(dtype)
+
+
+# label -> (sampler name after ``sample_``, options, NFE per step). On a grid that ends at σ = 0
+# the two-stage samplers skip their second stage in the last step: n steps cost 2n − 1.
+SAMPLERS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "k-diffusion Euler": ("euler", {}, 1),
+    "k-diffusion Heun": ("heun", {}, 2),
+    "k-diffusion LMS": ("lms", {"order": 4}, 1),
+    "k-diffusion DPM++(2M)": ("dpmpp_2m", {}, 1),
+    "k-diffusion Euler-ancestral": ("euler_ancestral", {}, 1),
+    "k-diffusion DPM++(2M) SDE": ("dpmpp_2m_sde", {}, 1),
+    "k-diffusion DPM++(3M) SDE": ("dpmpp_3m_sde", {}, 1),
+}
+STOCHASTIC = ("euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde")
+GRID = "edm"  # k-diffusion's recommendation: get_sigmas_karras from the table's sigma_min to sigma_max
+
+
+def peer_variants() -> list[Variant]:
+    """The samplers above as benchmark variants (``library="k-diffusion"``, Karras grid)."""
+    return [Variant(label, name, dict(options), library="k-diffusion", grid=GRID,
+                    nfe_per_step=per_step, nfe_offset=1 - per_step)
+            for label, (name, options, per_step) in SAMPLERS.items()]
+
+
+def noise_sampler(generator: torch.Generator, like: Tensor):
+    """A k-diffusion ``noise_sampler(sigma, sigma_next)`` drawing standard normals from
+    ``generator`` (instead of the global RNG or a Brownian tree)."""
+    def draw(sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+    return draw
 
 
 def run(name: str, model: DiffusionModel, x_T: Tensor, timesteps: Tensor, cond: Cond = None,
@@ -95,6 +138,6 @@ def run(name: str, model: DiffusionModel, x_T: Tensor, timesteps: Tensor, cond: 
     ts = torch.as_tensor(timesteps, dtype=torch.float64)
     sde = model.sde
     sigmas = sigma_bars(model, ts, x_T.dtype)
-    denoiser = Denoiser(model, cond)
+    denoiser = Denoiser(model, cond, ts, x_T.dtype)
     x_bar = fn(denoiser, x_T / sde.alpha(ts[0]).to(x_T.dtype), sigmas, disable=True, **kwargs)
     return x_bar * sde.alpha(ts[-1]).to(x_T.dtype), denoiser.nfe

@@ -28,6 +28,7 @@ analytic mixtures, so it is off.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -36,21 +37,28 @@ from torch import Tensor
 from scoresde.model import ScoreModel
 from suite.common import Variant
 
-# label -> (scheduler class, config beyond the schedule)
-SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "diffusers DDPM": ("DDPMScheduler", {"variance_type": "fixed_small", "clip_sample": False}),
-    "diffusers DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True}),
+# label -> (scheduler class, config beyond the schedule, NFE per step); Heun's timesteps repeat
+# every time but the first, so n steps cost 2n − 1 evaluations.
+SCHEDULERS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "diffusers DDPM": ("DDPMScheduler", {"variance_type": "fixed_small", "clip_sample": False}, 1),
+    "diffusers DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": True}, 1),
     "diffusers DPM-Solver++(2M)": ("DPMSolverMultistepScheduler",
-                                   {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "diffusers Euler": ("EulerDiscreteScheduler", {}),
+                                   {"algorithm_type": "dpmsolver++", "solver_order": 2}, 1),
+    "diffusers DPM-Solver++(3M)": ("DPMSolverMultistepScheduler",
+                                   {"algorithm_type": "dpmsolver++", "solver_order": 3}, 1),
+    "diffusers UniPC": ("UniPCMultistepScheduler", {"solver_order": 2}, 1),
+    "diffusers Heun": ("HeunDiscreteScheduler", {}, 2),
+    "diffusers Euler": ("EulerDiscreteScheduler", {}, 1),
+    "diffusers Euler-ancestral": ("EulerAncestralDiscreteScheduler", {}, 1),
 }
 SPACING = "trailing"
 
 
 def peer_variants() -> list[Variant]:
-    """The four schedulers as benchmark variants (``library="diffusers"``)."""
-    return [Variant(label, cls, {**config, "timestep_spacing": SPACING}, library="diffusers")
-            for label, (cls, config) in SCHEDULERS.items()]
+    """The schedulers above as benchmark variants (``library="diffusers"``)."""
+    return [Variant(label, cls, {**config, "timestep_spacing": SPACING}, library="diffusers",
+                    nfe_per_step=per_step, nfe_offset=1 - per_step)
+            for label, (cls, config, per_step) in SCHEDULERS.items()]
 
 
 def make_scheduler(variant: Variant, model: ScoreModel) -> Any:
@@ -79,10 +87,12 @@ def run_peer(variant: Variant, model: ScoreModel, x_T: Tensor, steps: int,
     x = x_T * scheduler.init_noise_sigma
     nfe = 0
     n = model.sde.N
+    # Deterministic schedulers' step() takes no generator (UniPC refuses the keyword).
+    noise = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for t in scheduler.timesteps:
         t_cont = (torch.as_tensor(t, dtype=torch.float64) + 1.0) / n
         c = model.net_time(t_cont.expand(len(x))).to(device=x.device, dtype=x.dtype)
         eps = model.net(scheduler.scale_model_input(x, t), c)
         nfe += 1
-        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        x = scheduler.step(eps, t, x, **noise).prev_sample
     return x, nfe

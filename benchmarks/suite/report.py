@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 from suite.common import fmt
 
 Row = dict[str, Any]
+SUMMARY_NFE = (5, 10, 20)
 
 
 def table(header: Sequence[str], body: Sequence[Sequence[str]], align: str | None = None) -> str:
@@ -77,7 +78,7 @@ def floor_reached(runs: Sequence[Row]) -> Row | None:
 
 
 def summary_rows(rows: Sequence[Row], problem: str) -> list[list[str]]:
-    """Per variant: smallest NFE at the floor (and staying there), MMD² at 10 and 20 NFE."""
+    """Per variant: smallest NFE at the floor (and staying there), MMD² at 5, 10 and 20 NFE."""
     rows = [r for r in rows if r["problem"] == problem]
     body = []
     for label in labels_in_order(rows):
@@ -85,7 +86,7 @@ def summary_rows(rows: Sequence[Row], problem: str) -> list[list[str]]:
         reached = floor_reached(runs)
         by_target = fixed_rows(rows, label)
         at = []
-        for t in (10, 20):
+        for t in SUMMARY_NFE:
             r = by_target.get(t)
             at.append("—" if r is None else fmt(r["mmd2"]) + (f" ({r['nfe']})" if r["nfe"] != t else ""))
         if reached is None:
@@ -99,8 +100,9 @@ def summary_rows(rows: Sequence[Row], problem: str) -> list[list[str]]:
 
 
 def summary_table(rows: Sequence[Row], problem: str) -> str:
-    return table(["sampler", "library", "smallest NFE at the floor", "MMD² at 10 NFE", "MMD² at 20 NFE"],
-                 summary_rows(rows, problem), "llrrr")
+    return table(["sampler", "library", "smallest NFE at the floor",
+                  *(f"MMD² at {t} NFE" for t in SUMMARY_NFE)],
+                 summary_rows(rows, problem), "llr" + "r" * len(SUMMARY_NFE))
 
 
 # --- plots --------------------------------------------------------------------------------------
@@ -188,6 +190,45 @@ def plot_metric(rows: Sequence[Row], metric: str, floor: float | None, floor_lab
     ax.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)", ylabel=ylabel, title=title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+LIBRARY_COLORS = {"scoresde": "tab:blue", "diffusers": "tab:orange", "k-diffusion": "tab:green"}
+
+
+def plot_pareto(rows: Sequence[Row], metric: str, floor: float | None, ylabel: str, title: str,
+                path: Path) -> Path:
+    """Quality against NFE on log axes: every variant as a thin line, and per library the Pareto
+    front — at each NFE the best of its variants (at their own defaults; equal-grid re-runs
+    excluded) — as a thick one."""
+    rows = [r for r in rows if r["library"] != "exact" and r.get("target_nfe") is not None
+            and math.isfinite(r.get(metric, math.nan)) and "[" not in r["sampler"]]
+    fig, ax = plt.subplots(figsize=(9, 6))
+    low = floor if floor is not None else min((r[metric] for r in rows if r[metric] > 0), default=1e-6)
+    for label in labels_in_order(rows):
+        runs = sorted((r for r in rows if r["sampler"] == label), key=lambda r: r["nfe"])
+        color = LIBRARY_COLORS.get(runs[0]["library"], "grey")
+        ax.plot([r["nfe"] for r in runs], [max(r[metric], low) for r in runs], color=color, alpha=0.2,
+                linewidth=0.8)
+    for library, color in LIBRARY_COLORS.items():
+        front: dict[int, float] = {}
+        for r in rows:
+            if r["library"] == library:
+                front[r["nfe"]] = min(front.get(r["nfe"], math.inf), max(r[metric], low))
+        if front:
+            nfe = sorted(front)
+            best = [min(front[n] for n in nfe if n <= m) for m in nfe]  # best at this NFE or fewer
+            ax.plot(nfe, best, color=color, linewidth=2.5, marker="o", markersize=4,
+                    label=f"{library}: best variant at each NFE")
+    if floor is not None:
+        ax.axhline(floor, color="grey", linestyle=":", label="noise floor")
+    ax.set(xscale="log", yscale="log", xlabel="NFE (network evaluations)", ylabel=ylabel, title=title)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

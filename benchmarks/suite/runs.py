@@ -1,5 +1,5 @@
 """One timed sampling run of any variant — ours through :func:`scoresde.sample`, a peer through
-its diffusers loop — from a given start noise."""
+its diffusers loop or k-diffusion's sampler — from a given start noise."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from torch import Tensor
 
 import scoresde as sd
 from scoresde.model import ScoreModel
+from suite import kdiffusion
 from suite.common import Variant, cheap_model, ddpm_sde, steps_for_nfe, timed
 from suite.peers import run_peer
 
@@ -53,8 +54,14 @@ def run_variant(variant: Variant, model: ScoreModel, x_T: Tensor, target: int | 
         with torch.no_grad(), autocast(device, precision):
             if variant.library == "diffusers":
                 return run_peer(variant, model, x_T, steps, generator)
+            if variant.library == "k-diffusion":
+                timesteps = sd.grids.make_grid(variant.grid, model.sde, steps)
+                extra = ({"noise_sampler": kdiffusion.noise_sampler(generator, x_T)}
+                         if variant.sampler in kdiffusion.STOCHASTIC else {})
+                return kdiffusion.run(variant.sampler, model, x_T, timesteps, **variant.options, **extra)
             out = sd.sample(model, tuple(x_T.shape), variant.sampler, steps, x_T=x_T,
-                            generator=generator, device=device, **variant.options)
+                            generator=generator, device=device, **variant.sample_kwargs(),
+                            **variant.options)
             return out.x, out.nfe
 
     (x, nfe), wall = timed(draw, device)
@@ -63,10 +70,11 @@ def run_variant(variant: Variant, model: ScoreModel, x_T: Tensor, target: int | 
 
 def warm_up(variants: list[Variant], device: torch.device) -> None:
     """Run every variant once on a tiny cheap problem, so that first-call costs (imports, lazy
-    initialisation, kernel selection) stay out of the timings."""
+    initialisation, kernel selection) stay out of the timings. At least 2 NFE: k-diffusion's
+    DPM++(2M) SDE fails on a one-step grid (``h`` unbound in its loop)."""
     model = cheap_model(ddpm_sde())
     x_T = torch.randn(2, 2, generator=torch.Generator().manual_seed(0)).to(device)
     for variant in variants:
         target = None if variant.adaptive else next(
-            t for t in range(1, 10) if steps_for_nfe(variant, t) is not None)
+            t for t in range(2, 10) if steps_for_nfe(variant, t) is not None)
         run_variant(variant, model, x_T, target, seed=0)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from suite.common import diffusers_version, our_variants, steps_for_nfe
 from suite.frechet import feature_stats, frechet_distance
+from suite.kdiffusion import sampling as kdiffusion_sampling
 
 import scoresde as sd
 from scoresde.assets import shipped_model
@@ -21,6 +22,14 @@ from scoresde.assets import shipped_model
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIGITS_MODEL = shipped_model("digits_vp")
+
+
+def kdiffusion_available() -> bool:
+    try:
+        kdiffusion_sampling()
+    except ImportError:
+        return False
+    return True
 
 
 def _rows(path: Path, columns: set[str]) -> list[dict[str, str]]:
@@ -68,13 +77,18 @@ def test_analytic_files(quick_run: Path) -> None:
         peers = {r["sampler"] for r in runs if r["library"] == "diffusers"}
         assert peers >= {"diffusers DDIM", "diffusers DDPM"}
     else:
-        assert "Peers skipped: diffusers is not installed" in (quick_run / "stdout.txt").read_text()
+        assert "diffusers skipped: not installed" in (quick_run / "stdout.txt").read_text()
+    if kdiffusion_available():
+        peers = {r["sampler"] for r in runs if r["library"] == "k-diffusion"}
+        assert peers >= {"k-diffusion LMS", "k-diffusion Heun", "k-diffusion DPM++(2M)"}
     for name in ("ring2d", "gmm64d"):
         _png(quick_run / f"samplers_quick_analytic_{name}.png")
+        _png(quick_run / f"samplers_quick_analytic_{name}_pareto.png")
     md = (quick_run / "samplers_quick_analytic.md").read_text()
     assert "noise floor" in md.lower() and "| sampler \\ NFE |" in md
     summary = (quick_run / "samplers_quick_summary.md").read_text()
     assert "smallest NFE at the floor" in summary and "ddim eta=0" in summary
+    assert "Targets (measured here)" in summary and "pair (ours vs peer)" in summary
 
 
 def test_overhead_files(quick_run: Path) -> None:
