@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from suite import analytic, kdiffusion, overhead, pairs, report
+from suite import analytic, kdiffusion, optimised, overhead, pairs, report
 from suite.common import (
     Variant,
     diffusers_version,
@@ -36,6 +36,7 @@ from suite.common import (
     kdiffusion_version,
     our_variants,
     pick_device,
+    write_csv,
 )
 from suite.peers import peer_variants
 from suite.runs import warm_up
@@ -77,16 +78,20 @@ def run_analytic(out: Path, stem: str, quick: bool, device: torch.device, peers:
     warm_up(variants, device)
     rows, agreements = [], {}
     for problem in problems:
-        rows += analytic.run_problem(problem, [v for v in variants if not v.adaptive or
-                                               v.options["rtol"] in problem.tolerances], device, log)
+        rows += analytic.run_problem(problem, [v for v in variants if not v.adaptive or v.sampler != "ode"
+                                               or v.options["rtol"] in problem.tolerances], device, log)
         agreements[problem.name] = analytic.ddim_agreement(problem, device) if peers else None
     env = environment(device)
     written = analytic.write_results(rows, problems, env, out, f"{stem}_analytic", agreements, peers_note)
-    written.append(write_summary(rows, problems, env, out / f"{stem}_summary.md"))
+    grid_rows = [r for p in problems for r in optimised.run_optimised(p, log, quick)]
+    written.append(write_csv(out / f"{stem}_optimised_grids.csv", [{**env, **r} for r in grid_rows],
+                             [*env, *optimised.COLUMNS]))
+    written.append(write_summary(rows, grid_rows, problems, env, out / f"{stem}_summary.md"))
     return written
 
 
-def write_summary(rows: list[dict], problems: Sequence[analytic.Problem], env: dict, path: Path) -> Path:
+def write_summary(rows: list[dict], grid_rows: list[dict], problems: Sequence[analytic.Problem], env: dict,
+                  path: Path) -> Path:
     """The README table: per variant, the smallest NFE at the floor and MMD² at 10 and 20 NFE."""
     lines = [f"# Summary: NFE to reach the noise floor ({env['date']}, {env['device']}, "
              f"torch {env['torch_version']}, diffusers {env['diffusers_version']})", ""]
@@ -98,6 +103,11 @@ def write_summary(rows: list[dict], problems: Sequence[analytic.Problem], env: d
                   "Each family beside its peer implementation (MMD² ratio ours / peer; equal grid: ours "
                   "on the peer's grid):", "",
                   pairs.pairs_table([r for r in rows if r["problem"] == problem.name]),
+                  "", f"The grid optimiser (`sd.optimize_grid`, fitted on {grid_rows[0]['n_ref']} other "
+                  "prior "
+                  "draws) against every fixed grid, same sampler and NFE (MMD²; ratio optimised / best "
+                  "fixed, floored):", "",
+                  optimised.optimised_table([r for r in grid_rows if r["problem"] == problem.name]),
                   "", report.summary_table(rows, problem.name), ""]
     path.write_text("\n".join(lines))
     return path

@@ -259,10 +259,12 @@ def problem_markdown(rows: Sequence[dict[str, Any]], problem: Problem,
               report.metric_table(rows, targets, lambda r: f"{r['wall_s']:.3g}")]
     adaptive = report.adaptive_rows(rows)
     if adaptive:
-        body = [[f"{r['rtol']:g}", str(r["nfe"]), fmt(r["mmd2"]) + (" (floor)" if r["at_floor"] else ""),
-                 f"{r['sw']:.3g}", f"{r['logp_gap']:+.3g}", f"{r['wall_s']:.3g}"] for r in adaptive]
-        parts += ["", "### ode dopri5 (adaptive): by tolerance rtol = atol", "",
-                  report.table(["tol", "NFE", "MMD²", "SW", "log-p gap", "wall (s)"], body)]
+        body = [[r["sampler"], r["options"], str(r["nfe"]),
+                 fmt(r["mmd2"]) + (" (floor)" if r["at_floor"] else ""), f"{r['sw']:.3g}",
+                 f"{r['logp_gap']:+.3g}", f"{r['wall_s']:.3g}"] for r in adaptive]
+        parts += ["", "### Adaptive samplers (they choose their own steps): by options", "",
+                  report.table(["sampler", "options", "NFE", "MMD²", "SW", "log-p gap", "wall (s)"], body,
+                               "llrrrrr")]
     return "\n".join(parts)
 
 

@@ -92,7 +92,8 @@ def summary_rows(rows: Sequence[Row], problem: str) -> list[list[str]]:
         if reached is None:
             first = "not reached"
         elif reached.get("target_nfe") is None:
-            first = f"{reached['nfe']} (tol {reached['rtol']:g})"
+            tol = f"tol {reached['rtol']:g}" if reached.get("rtol") is not None else reached["options"]
+            first = f"{reached['nfe']} ({tol})"
         else:
             first = str(reached["nfe"])
         body.append([label, runs[0]["library"], first, *at])
