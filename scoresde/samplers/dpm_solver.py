@@ -28,7 +28,13 @@ fewer than 15 steps the last two steps use orders ≤ 1 and ≤ 2, as DPM-Solver
 for stability at small step counts. A step that ends at ``sigma = 0`` (λ = ∞) is the first-order
 data-prediction step ``x_s = alpha_s·x0``, whatever the order. One network call per step.
 Step sizes come from the grid's float64 table; the coefficients are formed in float64 with
-``expm1`` and cast to the state's dtype.
+``expm1`` and cast to the state's dtype (the step maths lives in
+:mod:`scoresde.samplers.exponential`, shared with the singlestep and adaptive samplers).
+
+``thresholding`` (data form only) applies dynamic thresholding (Saharia et al. 2022) to every
+``x0`` before it enters the update, as diffusers' ``thresholding=True``: per sample
+``s = clamp(quantile(|x0|, threshold_ratio), 1, threshold_max)``, ``x0 ← clip(x0, −s, s)/s``;
+it assumes data scaled to ``[−1, 1]``.
 """
 
 from __future__ import annotations
@@ -36,13 +42,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
 from torch import Tensor
 
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
 from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, report
+from scoresde.samplers.exponential import ExpStep, check_thresholding, model_output
 from scoresde.sde import batch_coeff
 
 # Below this many steps the final steps drop order (DPM-Solver's and diffusers' threshold).
@@ -52,11 +58,18 @@ LOWER_ORDER_FINAL_BELOW = 15
 @dataclass(frozen=True)
 class DPMSolverOptions(DeterministicOptions):
     """``order`` 1–3; ``prediction``: ``"data"`` (DPM-Solver++) or ``"noise"`` (DPM-Solver);
-    ``lower_order_final``: lower the order of the last steps below 15 steps."""
+    ``lower_order_final``: lower the order of the last steps below 15 steps; ``thresholding``:
+    dynamic thresholding of ``x0`` (data form only) with ``threshold_ratio`` and ``threshold_max``."""
 
     order: Literal[1, 2, 3] = 2
     prediction: Literal["data", "noise"] = "data"
     lower_order_final: bool = True
+    thresholding: bool = False
+    threshold_ratio: float = 0.995
+    threshold_max: float = 1.0
+
+    def validate(self) -> None:
+        check_thresholding(self)
 
 
 def step_order(options: DPMSolverOptions, i: int, steps: int) -> int:
@@ -70,37 +83,24 @@ def step_order(options: DPMSolverOptions, i: int, steps: int) -> int:
 def multistep_update(grid: GridTable, i: int, x: Tensor, outputs: list[Tensor], order: int,
                      prediction: str) -> Tensor:
     """The step ``grid.t[i] → grid.t[i+1]`` from ``outputs = [m0, m1, …]`` (newest first) at
-    ``grid.t[i], grid.t[i−1], …``, of the given order, in the data or noise form."""
+    ``grid.t[i], grid.t[i−1], …``, of the given order, in the data or noise form (the ψ's of
+    :mod:`~scoresde.samplers.exponential` with the signed step ``ĥ``)."""
     lam = 0.5 * grid.log_snr
-    alpha_s, sigma_s = grid.alpha[i + 1], grid.sigma[i + 1]
+    step = ExpStep.on_grid(grid, i, i + 1, prediction)
     h = lam[i + 1] - lam[i]
     m0 = outputs[0]
-    D1 = D2 = None
-    if order >= 2:
-        r0 = (lam[i] - lam[i - 1]) / h
-        D1_0 = (m0 - outputs[1]) / batch_coeff(r0, m0)
-        D1 = D1_0
-        if order == 3:
-            r1 = (lam[i - 1] - lam[i - 2]) / h
-            D1_1 = (outputs[1] - outputs[2]) / batch_coeff(r1, m0)
-            D1 = D1_0 + batch_coeff(r0 / (r0 + r1), m0) * (D1_0 - D1_1)
-            D2 = (D1_0 - D1_1) / batch_coeff(r0 + r1, m0)
-    if prediction == "data":
-        phi1 = torch.expm1(-h)  # e^{−h} − 1
-        x_s = batch_coeff(sigma_s / grid.sigma[i], x) * x - batch_coeff(alpha_s * phi1, x) * m0
-        if order == 2:
-            x_s = x_s - batch_coeff(0.5 * alpha_s * phi1, x) * D1
-        elif order == 3:
-            x_s = (x_s + batch_coeff(alpha_s * (phi1 / h + 1.0), x) * D1
-                   - batch_coeff(alpha_s * ((phi1 + h) / h**2 - 0.5), x) * D2)
-        return x_s
-    phi1 = torch.expm1(h)  # e^{h} − 1
-    x_s = batch_coeff(alpha_s / grid.alpha[i], x) * x - batch_coeff(sigma_s * phi1, x) * m0
+    x_s = step.first_order(x, m0)
     if order == 2:
-        x_s = x_s - batch_coeff(0.5 * sigma_s * phi1, x) * D1
+        r0 = (lam[i] - lam[i - 1]) / h
+        x_s = x_s - step.coeff(0.5 * step.psi1 / r0, x) * (m0 - outputs[1])
     elif order == 3:
-        x_s = (x_s - batch_coeff(sigma_s * (phi1 / h - 1.0), x) * D1
-               - batch_coeff(sigma_s * ((phi1 - h) / h**2 - 0.5), x) * D2)
+        r0 = (lam[i] - lam[i - 1]) / h
+        r1 = (lam[i - 1] - lam[i - 2]) / h
+        D1_0 = (m0 - outputs[1]) / batch_coeff(r0, m0)
+        D1_1 = (outputs[1] - outputs[2]) / batch_coeff(r1, m0)
+        D1 = D1_0 + batch_coeff(r0 / (r0 + r1), m0) * (D1_0 - D1_1)
+        D2 = (D1_0 - D1_1) / batch_coeff(r0 + r1, m0)
+        x_s = x_s - step.coeff(step.psi2, x) * D1 - step.coeff(step.psi3, x) * D2
     return x_s
 
 
@@ -111,9 +111,9 @@ def dpm_solver(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSou
     n = grid.steps
     for i in range(n):
         pred = model.predict(x, grid.t[i])
-        outputs = [pred.x0 if options.prediction == "data" else pred.eps, *outputs[:2]]
+        outputs = [model_output(pred, options), *outputs[:2]]
         if grid.sigma[i + 1] == 0:  # λ = ∞: the exact step is the denoised estimate
-            x = batch_coeff(grid.alpha[i + 1], x) * pred.x0
+            x = batch_coeff(grid.alpha[i + 1], x) * (outputs[0] if options.thresholding else pred.x0)
         else:
             x = multistep_update(grid, i, x, outputs, step_order(options, i, n), options.prediction)
         report(callback, i, grid.t[i + 1], x, pred)
@@ -126,4 +126,6 @@ SPEC = SamplerSpec(
               ("dpm++ 3M", {"order": 3, "prediction": "data"}),
               ("dpm-solver 2M", {"order": 2, "prediction": "noise"}),
               ("dpm-solver 3M", {"order": 3, "prediction": "noise"})),
+    paper="DPM-Solver, Lu et al. 2022; DPM-Solver++ (multistep), Lu et al. 2022b",
+    order="order (1–3; 3 starts with lower orders)", nfe="steps",
 )
