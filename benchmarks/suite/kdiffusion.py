@@ -11,8 +11,9 @@ stack (torchvision, kornia, clip, wandb, …). Its samplers need only ``sampling
 ``utils.py``, and ``utils.py`` imports torchvision at the top for image helpers the samplers never
 call; PyPI's torchvision does not load beside the CPU torch build we pin. :func:`sampling` therefore
 imports those two files *as published* (``pip install --no-deps k-diffusion torchsde``, as
-``make setup`` does) under a bare package, with an empty placeholder for torchvision if the real
-one is absent. No k-diffusion code is copied or changed.
+``make setup`` does) under a bare package, with an empty placeholder for torchvision while they
+load if the real one is absent (removed again, so that diffusers does not take it for the real
+one). No k-diffusion code is copied or changed.
 """
 
 from __future__ import annotations
@@ -43,22 +44,26 @@ def sampling() -> types.ModuleType:
     import torchsde  # noqa: F401  (k-diffusion's sampling imports it; fail here with its own message)
 
     root = Path(next(iter(spec.submodule_search_locations)))
+    placeholders = []
     if importlib.util.find_spec("torchvision") is None:
-        placeholder = types.ModuleType("torchvision")
-        placeholder.transforms = types.ModuleType("torchvision.transforms")
-        placeholder.transforms.functional = types.ModuleType("torchvision.transforms.functional")
-        sys.modules.setdefault("torchvision", placeholder)
-        sys.modules.setdefault("torchvision.transforms", placeholder.transforms)
-        sys.modules.setdefault("torchvision.transforms.functional", placeholder.transforms.functional)
+        placeholders = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional"]
+        for name in placeholders:
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+        sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
     package = types.ModuleType(_PACKAGE)
     package.__path__ = [str(root)]
     sys.modules[_PACKAGE] = package
-    for name in ("utils", "sampling"):
-        module_spec = importlib.util.spec_from_file_location(f"{_PACKAGE}.{name}", root / f"{name}.py")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_spec.name] = module
-        module_spec.loader.exec_module(module)
-        setattr(package, name, module)
+    try:
+        for name in ("utils", "sampling"):
+            module_spec = importlib.util.spec_from_file_location(f"{_PACKAGE}.{name}", root / f"{name}.py")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module
+            module_spec.loader.exec_module(module)
+            setattr(package, name, module)
+    finally:  # the placeholder must not make others (diffusers) believe torchvision is installed
+        for name in placeholders:
+            del sys.modules[name]
     return sys.modules[f"{_PACKAGE}.sampling"]
 
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from scoresde.registry import Registry
 from scoresde.samplers import (
+    adaptive_sde,
     ancestral,
     ddim,
+    dpm_adaptive,
     dpm_solver,
+    dpm_solver_sde,
+    dpm_solver_singlestep,
     edm,
     euler_ancestral,
+    lms,
     pc,
     probability_flow,
     unipc,
@@ -55,28 +60,37 @@ def variants(main_only: bool = False) -> list[Variant]:
 
 
 def markdown_table() -> str:
-    """The README's sampler table, generated from the registry: options with types and defaults,
-    measured defaults and named variants (the README embeds this text verbatim; a test checks)."""
-    lines = ["| sampler | options: type = default | default grid, `t_end`, `denoise` | variants |",
-             "|---|---|---|---|"]
+    """The README's sampler table, generated from the registry: the method and its paper, order,
+    NFE, options with types and defaults, measured defaults and named variants (the README embeds
+    this text verbatim; a test checks)."""
+    lines = ["| sampler | implements | order | NFE | options: type = default | default grid, `t_end`, "
+             "`denoise` | variants |",
+             "|---|---|---|---|---|---|---|"]
     for name in SAMPLERS:
         spec = SAMPLERS.get(name)
         options = "<br>".join(f"`{n}`: {kind.replace('|', chr(92) + '|')} = `{default!r}`"
                               for n, kind, default in spec.options.declared())
         variants_text = "<br>".join(f"{label}: `{opts}`" for label, opts in spec.variants)
-        lines.append(f"| `{name}` | {options or '—'} | {spec.grid}, {spec.t_end:g}, "
-                     f"{'yes' if spec.denoise else 'no'} | {variants_text} |")
+        lines.append(f"| `{name}` | {spec.paper or '—'} | {spec.order} | {spec.nfe} | {options or '—'} | "
+                     f"{spec.grid}, {spec.t_end:g}, {'yes' if spec.denoise else 'no'} | {variants_text} |")
     return "\n".join(lines)
 
 
+# Registration order is the order of the tables (README, demo, benchmarks): the classics, then the
+# fast deterministic solvers, then the fast stochastic ones, adaptive solvers last in each group.
 register(ancestral.SPEC)
 register(ddim.SPEC)
 register(pc.SPEC)
 register(probability_flow.SPEC)
 register(dpm_solver.SPEC)
+register(dpm_solver_singlestep.SPEC)
 register(unipc.SPEC)
+register(lms.SPEC)
 register(edm.SPEC)
+register(dpm_adaptive.SPEC)
 register(euler_ancestral.SPEC)
+register(dpm_solver_sde.SPEC)
+register(adaptive_sde.SPEC)
 
 __all__ = ["SAMPLERS", "SamplerOptions", "SamplerSpec", "Variant", "available", "get", "markdown_table",
            "register", "variants"]

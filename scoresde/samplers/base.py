@@ -141,7 +141,10 @@ class SamplerSpec:
 
     ``variants`` are ``(label, options)`` pairs; the first is the sampler's main variant (the one
     the demo shows). Defaults (``grid``, ``t_end``, ``denoise``) are measured on the oracle
-    benchmarks (see the README's sampler table).
+    benchmarks (see the README's sampler table). ``paper`` names the method's source, ``order``
+    its order of convergence (global, deterministic part; "—" where none is claimed) and ``nfe``
+    its network calls as a formula in ``steps`` (without the final ``denoise`` call); the README's
+    table is generated from these.
     """
 
     name: str
@@ -151,6 +154,9 @@ class SamplerSpec:
     t_end: float = 0.0
     denoise: bool = False
     variants: tuple[tuple[str, dict[str, Any]], ...] = ()
+    paper: str = ""
+    order: str = "—"
+    nfe: str = "steps"
 
     def __post_init__(self) -> None:
         if not self.variants:

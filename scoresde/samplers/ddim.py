@@ -47,4 +47,5 @@ def ddim(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | 
 
 
 SPEC = SamplerSpec("ddim", ddim, DDIMOptions,
-                   variants=(("ddim eta=0", {"eta": 0.0}), ("ddim eta=1", {"eta": 1.0})))
+                   variants=(("ddim eta=0", {"eta": 0.0}), ("ddim eta=1", {"eta": 1.0})),
+                   paper="DDIM, Song, Meng & Ermon 2021", order="1 (η = 0)", nfe="steps")

@@ -90,5 +90,8 @@ def edm(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | N
 SPEC = SamplerSpec(
     "edm", edm, EDMOptions, grid="karras",
     variants=(("edm heun", {}), ("edm churn=40", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0,
-                                                   "s_noise": 1.003})),
+                                                   "s_noise": 1.003}),
+              ("edm euler", {"heun": False})),
+    paper="EDM, Karras et al. 2022, Alg. 1–2", order="2 (heun, no churn)",
+    nfe="2·steps − 1 (grid to σ = 0; heun=False: steps)",
 )

@@ -71,4 +71,6 @@ def euler_ancestral(model: CountingModel, x: Tensor, grid: GridTable, noise: Noi
 
 
 SPEC = SamplerSpec("euler_ancestral", euler_ancestral, EulerAncestralOptions, grid="karras",
-                   variants=(("euler ancestral", {}),))
+                   variants=(("euler ancestral", {}),),
+                   paper="Euler-ancestral, k-diffusion (Crowson; Karras et al. 2022 notation)",
+                   order="— (stochastic; η = 0: 1)", nfe="steps")

@@ -168,4 +168,6 @@ SPEC = SamplerSpec(
     "pc", pc, PCOptions, t_end=1e-3, denoise=True,
     variants=(("pc rd+langevin", {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16}),
               ("pc rd", {"predictor": "reverse_diffusion", "corrector": "none"})),
+    paper="predictor–corrector, Song et al. 2021 (score SDE), Alg. 2–3", order="— (stochastic)",
+    nfe="steps·(1 + n_corrector)",
 )

@@ -57,4 +57,7 @@ SPEC = SamplerSpec(
     "ode", probability_flow, ODEOptions, grid="uniform", t_end=1e-3, denoise=True,
     variants=(("ode heun", {"method": "heun"}), ("ode euler", {"method": "euler"}),
               ("ode rk4", {"method": "rk4"})),
+    paper="probability-flow ODE, Song et al. 2021; torchdiffeq / scipy solvers",
+    order="the method's (euler 1, heun 2, rk4 4, …)", nfe="stages·steps (a last step to σ = 0 is Euler); "
+    "adaptive: the solver's",
 )

@@ -133,4 +133,5 @@ SPEC = SamplerSpec(
     variants=(("unipc bh2 2", {"order": 2, "variant": "bh2"}),
               ("unipc bh1 3", {"order": 3, "variant": "bh1"}),
               ("unipc bh2 3", {"order": 3, "variant": "bh2"})),
+    paper="UniPC, Zhao et al. 2023", order="order + 1 (with corrector)", nfe="steps",
 )

@@ -99,15 +99,26 @@ VARIANTS = [
     ("dpm-solver1-noise", "dpm_solver", {"order": 1, "prediction": "noise"}, _per_step(1)),
     ("dpm-solver3m-noise", "dpm_solver", {"order": 3, "prediction": "noise", "lower_order_final": False},
      _per_step(1)),
+    ("dpm++2s", "dpm_solver_singlestep", {}, _per_step(1)),
+    ("dpm-solver3s-noise", "dpm_solver_singlestep", {"order": 3, "prediction": "noise"}, _per_step(1)),
+    ("dpm++2m-threshold", "dpm_solver", {"thresholding": True}, _per_step(1)),
+    ("lms4", "lms", {}, _per_step(1)),
+    ("ipndm4", "lms", {"method": "ipndm"}, _per_step(1)),
+    ("deis3", "lms", {"method": "deis", "order": 3, "lower_order_final": True}, _per_step(1)),
+    ("dpm++2m-sde", "dpm_solver_sde", {}, _per_step(1)),
+    ("dpm++3m-sde", "dpm_solver_sde", {"order": 3, "solver_type": "heun"}, _per_step(1)),
     ("ode-RK45", "ode", {"method": "RK45"}, None),
+    ("dpm-adaptive", "dpm_adaptive", {}, None),
+    ("adaptive-sde", "adaptive_sde", {}, None),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
 FIXED_VARIANTS = [v for v in VARIANTS if v[3] is not None]
 
 
 def test_registry_lists_every_sampler_and_each_is_covered_here():
-    assert sd.samplers.available() == ["ancestral", "ddim", "dpm_solver", "edm", "euler_ancestral", "ode",
-                                       "pc", "unipc"]
+    assert sd.samplers.available() == ["adaptive_sde", "ancestral", "ddim", "dpm_adaptive", "dpm_solver",
+                                       "dpm_solver_sde", "dpm_solver_singlestep", "edm", "euler_ancestral",
+                                       "lms", "ode", "pc", "unipc"]
     assert {v[1] for v in VARIANTS} == set(sd.samplers.available())
 
 
