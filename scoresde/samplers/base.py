@@ -184,6 +184,21 @@ class SamplerSpec:
         return [Variant(label, self.name, dict(options)) for label, options in self.variants]
 
 
+# Below this many steps a multistep method's last steps drop order (DPM-Solver's and diffusers'
+# threshold, "lower_order_final"), for stability at small step counts.
+LOWER_ORDER_FINAL_BELOW = 15
+
+
+def multistep_order(order: int, i: int, steps: int, lower_order_final: bool) -> int:
+    """The order of step ``i`` of ``steps`` for a multistep method of ``order``: the history
+    warms up (step ``i`` has ``i + 1`` evaluations), and with ``lower_order_final`` below
+    :data:`LOWER_ORDER_FINAL_BELOW` steps the last two steps use orders ≤ 1 and ≤ 2."""
+    order = min(order, i + 1)
+    if lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
+        order = min(order, steps - i)
+    return order
+
+
 def report(callback: Callback | None, i: int, t: Tensor, x: Tensor,
            pred: Prediction | None = None) -> None:
     """Send ``{"i", "t", "x", "x0"}`` after step ``i`` (``t`` is the time ``x`` is now at)."""

@@ -47,12 +47,9 @@ from torch import Tensor
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, report
-from scoresde.samplers.exponential import ExpStep, check_thresholding, model_output
+from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, multistep_order, report
+from scoresde.samplers.exponential import ExpStep, check_thresholding, model_output, multistep_update
 from scoresde.sde import batch_coeff
-
-# Below this many steps the final steps drop order (DPM-Solver's and diffusers' threshold).
-LOWER_ORDER_FINAL_BELOW = 15
 
 
 @dataclass(frozen=True)
@@ -72,38 +69,6 @@ class DPMSolverOptions(DeterministicOptions):
         check_thresholding(self)
 
 
-def step_order(options: DPMSolverOptions, i: int, steps: int) -> int:
-    """The order of step ``i`` of ``steps``: warm-up from 1, lowered at the end (see module)."""
-    order = min(options.order, i + 1)
-    if options.lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
-        order = min(order, steps - i)
-    return order
-
-
-def multistep_update(grid: GridTable, i: int, x: Tensor, outputs: list[Tensor], order: int,
-                     prediction: str) -> Tensor:
-    """The step ``grid.t[i] → grid.t[i+1]`` from ``outputs = [m0, m1, …]`` (newest first) at
-    ``grid.t[i], grid.t[i−1], …``, of the given order, in the data or noise form (the ψ's of
-    :mod:`~scoresde.samplers.exponential` with the signed step ``ĥ``)."""
-    lam = 0.5 * grid.log_snr
-    step = ExpStep.on_grid(grid, i, i + 1, prediction)
-    h = lam[i + 1] - lam[i]
-    m0 = outputs[0]
-    x_s = step.first_order(x, m0)
-    if order == 2:
-        r0 = (lam[i] - lam[i - 1]) / h
-        x_s = x_s - step.coeff(0.5 * step.psi1 / r0, x) * (m0 - outputs[1])
-    elif order == 3:
-        r0 = (lam[i] - lam[i - 1]) / h
-        r1 = (lam[i - 1] - lam[i - 2]) / h
-        D1_0 = (m0 - outputs[1]) / batch_coeff(r0, m0)
-        D1_1 = (outputs[1] - outputs[2]) / batch_coeff(r1, m0)
-        D1 = D1_0 + batch_coeff(r0 / (r0 + r1), m0) * (D1_0 - D1_1)
-        D2 = (D1_0 - D1_1) / batch_coeff(r0 + r1, m0)
-        x_s = x_s - step.coeff(step.psi2, x) * D1 - step.coeff(step.psi3, x) * D2
-    return x_s
-
-
 def dpm_solver(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | None,
                options: DPMSolverOptions, callback: Callback | None = None) -> Tensor:
     """Multistep DPM-Solver(++) along ``grid``; one network call per step."""
@@ -115,7 +80,9 @@ def dpm_solver(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSou
         if grid.sigma[i + 1] == 0:  # λ = ∞: the exact step is the denoised estimate
             x = batch_coeff(grid.alpha[i + 1], x) * (outputs[0] if options.thresholding else pred.x0)
         else:
-            x = multistep_update(grid, i, x, outputs, step_order(options, i, n), options.prediction)
+            order = multistep_order(options.order, i, n, options.lower_order_final)
+            step = ExpStep.on_grid(grid, i, i + 1, options.prediction)
+            x = multistep_update(step, x, grid, i, outputs, order)
         report(callback, i, grid.t[i + 1], x, pred)
     return x
 

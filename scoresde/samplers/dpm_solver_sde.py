@@ -48,11 +48,9 @@ from torch import Tensor
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
+from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, multistep_order, report
+from scoresde.samplers.exponential import ExpStep, multistep_update
 from scoresde.sde import batch_coeff
-
-# Below this many steps the final steps drop order (DPM-Solver's and diffusers' threshold).
-LOWER_ORDER_FINAL_BELOW = 15
 
 
 @dataclass(frozen=True)
@@ -78,47 +76,19 @@ class DPMSolverSDEOptions(SamplerOptions):
         return self.eta > 0 and self.s_noise > 0
 
 
-def step_order(options: DPMSolverSDEOptions, i: int, steps: int) -> int:
-    """The order of step ``i`` of ``steps``: warm-up from 1, lowered at the end (see module)."""
-    order = min(options.order, i + 1)
-    if options.lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
-        order = min(order, steps - i)
-    return order
-
-
-def phis(h_hat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(φ1, φ2, φ3)`` at ``ĥ = (1 + η)·h``: ``1 − e^{−ĥ}``, ``1 − φ1/ĥ``, ``φ2/ĥ − ½``."""
-    phi1 = -torch.expm1(-h_hat)
-    phi2 = 1.0 - phi1 / h_hat
-    return phi1, phi2, phi2 / h_hat - 0.5
-
-
 def sde_update(grid: GridTable, i: int, x: Tensor, outputs: list[Tensor], order: int,
                options: DPMSolverSDEOptions, z: Tensor | None) -> Tensor:
-    """The step ``grid.t[i] → grid.t[i+1]`` from data predictions ``outputs = [m0, m1, …]``
-    (newest first) at ``grid.t[i], grid.t[i−1], …``; ``z`` the step's standard normal draw
-    (``None``: no noise)."""
+    """The step ``grid.t[i] → grid.t[i+1]`` of the given order from the data predictions
+    ``outputs`` (newest first), plus ``noise_std·z`` (``None``: no noise). It is the deterministic
+    data-form update of :mod:`~scoresde.samplers.exponential` with ``ratio = (sigma_s/sigma_t)·e^{−ηh}``
+    and the signed step ``ĥ = −(1 + η)·h`` (then ``−ψ1 = φ1``, ``−ψ2 = φ2``, ``ψ3 = φ3``)."""
     lam = 0.5 * grid.log_snr
-    alpha_s, sigma_s = grid.alpha[i + 1], grid.sigma[i + 1]
     h = lam[i + 1] - lam[i]
-    phi1, phi2, phi3 = phis((1.0 + options.eta) * h)
-    m0 = outputs[0]
-    x_s = (batch_coeff(sigma_s / grid.sigma[i] * torch.exp(-options.eta * h), x) * x
-           + batch_coeff(alpha_s * phi1, x) * m0)
-    if order >= 2:
-        r0 = (lam[i] - lam[i - 1]) / h
-        D1_0 = (m0 - outputs[1]) / batch_coeff(r0, m0)
-        if order == 2:
-            c1 = 0.5 * phi1 if options.solver_type == "midpoint" else phi2
-            x_s = x_s + batch_coeff(alpha_s * c1, x) * D1_0
-        else:
-            r1 = (lam[i - 1] - lam[i - 2]) / h
-            D1_1 = (outputs[1] - outputs[2]) / batch_coeff(r1, m0)
-            D1 = D1_0 + batch_coeff(r0 / (r0 + r1), m0) * (D1_0 - D1_1)
-            D2 = (D1_0 - D1_1) / batch_coeff(r0 + r1, m0)
-            x_s = x_s + batch_coeff(alpha_s * phi2, x) * D1 - batch_coeff(alpha_s * phi3, x) * D2
+    step = ExpStep(grid.sigma[i + 1] / grid.sigma[i] * torch.exp(-options.eta * h), grid.alpha[i + 1],
+                   -(1.0 + options.eta) * h)
+    x_s = multistep_update(step, x, grid, i, outputs, order, options.solver_type)
     if z is not None:
-        noise_std = sigma_s * torch.sqrt(-torch.expm1(-2.0 * options.eta * h)) * options.s_noise
+        noise_std = grid.sigma[i + 1] * torch.sqrt(-torch.expm1(-2.0 * options.eta * h)) * options.s_noise
         x_s = x_s + batch_coeff(noise_std, x) * z
     return x_s
 
@@ -135,7 +105,8 @@ def dpm_solver_sde(model: CountingModel, x: Tensor, grid: GridTable, noise: Nois
             x = batch_coeff(grid.alpha[i + 1], x) * pred.x0
         else:
             z = noise.randn(x.shape, x.dtype, x.device) if options.stochastic else None
-            x = sde_update(grid, i, x, outputs, step_order(options, i, n), options, z)
+            order = multistep_order(options.order, i, n, options.lower_order_final)
+            x = sde_update(grid, i, x, outputs, order, options, z)
         report(callback, i, grid.t[i + 1], x, pred)
     return x
 

@@ -79,6 +79,49 @@ class ExpStep:
         return batch_coeff(self.ratio, x) * x - self.coeff(self.psi1, x) * d0
 
 
+def backward_differences(grid: GridTable, i: int, outputs: list[Tensor],
+                         order: int) -> tuple[Tensor, Tensor | None]:
+    """``(D1, D2)`` of a multistep step ``grid.t[i] → grid.t[i+1]`` from the model outputs
+    ``outputs = [m0, m1, m2]`` (newest first) at ``grid.t[i], grid.t[i−1], grid.t[i−2]``, with
+    ``r_k = h_k/h`` (``h = λ_{i+1} − λ_i``, ``h_0 = λ_i − λ_{i−1}``, ``h_1 = λ_{i−1} − λ_{i−2}``):
+
+    * ``order = 2``: ``D1 = (m0 − m1)/r0``, ``D2 = None``;
+    * ``order = 3``: ``D1_0 = (m0 − m1)/r0``, ``D1_1 = (m1 − m2)/r1``,
+      ``D1 = D1_0 + r0/(r0 + r1)·(D1_0 − D1_1)``, ``D2 = (D1_0 − D1_1)/(r0 + r1)``
+
+    (Lu et al. 2022b, Algorithm 2; diffusers' "midpoint" form for order 2).
+    """
+    lam = 0.5 * grid.log_snr
+    h = lam[i + 1] - lam[i]
+    m0, m1 = outputs[0], outputs[1]
+    r0 = (lam[i] - lam[i - 1]) / h
+    D1_0 = (m0 - m1) / batch_coeff(r0, m0)
+    if order == 2:
+        return D1_0, None
+    r1 = (lam[i - 1] - lam[i - 2]) / h
+    D1_1 = (m1 - outputs[2]) / batch_coeff(r1, m0)
+    D1 = D1_0 + batch_coeff(r0 / (r0 + r1), m0) * (D1_0 - D1_1)
+    return D1, (D1_0 - D1_1) / batch_coeff(r0 + r1, m0)
+
+
+def multistep_update(step: ExpStep, x: Tensor, grid: GridTable, i: int, outputs: list[Tensor], order: int,
+                     second_order: str = "midpoint") -> Tensor:
+    """A multistep DPM-Solver(++) update of ``order`` 1–3 along ``step`` (the step ``grid.t[i] →
+    grid.t[i+1]``) from ``outputs`` (newest first, see :func:`backward_differences`):
+
+        x_s = first_order − scale·c·D1                       order 2, c = ½ψ1 ("midpoint") or ψ2 ("heun")
+        x_s = first_order − scale·ψ2·D1 − scale·ψ3·D2        order 3
+    """
+    x_s = step.first_order(x, outputs[0])
+    if order == 1:
+        return x_s
+    D1, D2 = backward_differences(grid, i, outputs, order)
+    if order == 2:
+        c = 0.5 * step.psi1 if second_order == "midpoint" else step.psi2
+        return x_s - step.coeff(c, x) * D1
+    return x_s - step.coeff(step.psi2, x) * D1 - step.coeff(step.psi3, x) * D2
+
+
 def singlestep_update(step: ExpStep, x: Tensor, m0: Tensor, m_r: Tensor, r: Tensor, order: int) -> Tensor:
     """A singlestep update from the output ``m0`` at the step's start and ``m_r`` at the stage
     whose λ lies the fraction ``r`` into the step (``D1 = (m_r − m0)/r``):

@@ -54,12 +54,10 @@ from torch import Tensor
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, report
+from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, multistep_order, report
 from scoresde.sde import batch_coeff
 
 MAX_ORDER = {"lms": 4, "ipndm": 4, "deis": 3}
-# Below this many steps the final steps drop order (diffusers' DEIS and DPM-Solver threshold).
-LOWER_ORDER_FINAL_BELOW = 15
 # Adams–Bashforth weights for equal steps, newest evaluation first (iPNDM).
 ADAMS_BASHFORTH = {
     1: (1.0,),
@@ -84,14 +82,6 @@ class LMSOptions(DeterministicOptions):
         if not 1 <= self.order <= top:
             raise ValueError(f"order must be an integer in 1..{top} for method={self.method!r}, "
                              f"got {self.order}")
-
-
-def step_order(options: LMSOptions, i: int, steps: int) -> int:
-    """The order of step ``i`` of ``steps``: warm-up from 1, lowered at the end (see module)."""
-    order = min(options.order, i + 1)
-    if options.lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
-        order = min(order, steps - i)
-    return order
 
 
 def lagrange_monomials(nodes: list[float], j: int) -> list[float]:
@@ -161,7 +151,8 @@ def lms(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | N
     for i in range(n):
         pred = model.predict(x_bar * batch_coeff(grid.alpha[i], x_bar), grid.t[i])
         history = [pred.eps, *history[:MAX_ORDER[options.method] - 1]]
-        weights = step_weights(sigma_bar, i, step_order(options, i, n), options.method)
+        order = multistep_order(options.order, i, n, options.lower_order_final)
+        weights = step_weights(sigma_bar, i, order, options.method)
         x_bar = x_bar + sum(c * e for c, e in zip(weights, history, strict=False))
         report(callback, i, grid.t[i + 1], x_bar * batch_coeff(grid.alpha[i + 1], x_bar), pred)
     return x_bar * batch_coeff(grid.alpha[-1], x_bar)
