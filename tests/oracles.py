@@ -49,3 +49,16 @@ def order_problem(sde_name: str):
     x_T = sde.prior_std * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     model = ORDER_MIX.score_model(sde, prediction="eps")
     return sde, model, x_T, pf_reference(sde, ORDER_MIX, x_T, ORDER_T_END)
+
+
+class RecordingNoise:
+    """A NoiseSource that draws from a seeded generator and keeps every draw, in order (for
+    replaying a sampler's noise through a peer implementation)."""
+
+    def __init__(self, seed: int):
+        self.generator, self.draws = torch.Generator().manual_seed(seed), []
+
+    def randn(self, shape, dtype, device):
+        z = torch.randn(shape, generator=self.generator, dtype=dtype)
+        self.draws.append(z)
+        return z.to(device)

@@ -19,6 +19,7 @@ import math
 
 import pytest
 import torch
+from oracles import RecordingNoise
 
 import scoresde as sd
 from scoresde.metrics import mmd2
@@ -33,16 +34,6 @@ MIX64 = sd.GaussianMixture(torch.cat([MEANS, torch.zeros(3, D - 2, dtype=F64)], 
 SDES = {"vp": sd.VPSDE, "ve": sd.VESDE}
 
 
-class Recorder:
-    def __init__(self, seed: int):
-        self.generator, self.draws = torch.Generator().manual_seed(seed), []
-
-    def randn(self, shape, dtype, device):
-        z = torch.randn(shape, generator=self.generator, dtype=dtype)
-        self.draws.append(z)
-        return z.to(device)
-
-
 @pytest.mark.parametrize("extrapolate", [True, False])
 @pytest.mark.parametrize("sde_name", ["vp", "ve"])
 def test_one_step_is_the_papers_em_and_improved_euler_pair(sde_name, extrapolate):
@@ -51,7 +42,7 @@ def test_one_step_is_the_papers_em_and_improved_euler_pair(sde_name, extrapolate
     model = MIX2.score_model(sde, "eps")
     x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     t, s = torch.tensor(0.5, dtype=F64), torch.tensor(0.45, dtype=F64)
-    noise = Recorder(1)
+    noise = RecordingNoise(1)
     out = sd.sample(model, (32, 2), "adaptive_sde", timesteps=torch.tensor([0.5, 0.45], dtype=F64),
                     x_T=x, generator=noise, denoise=False, eps_abs=1e6, h_init=0.05, extrapolate=extrapolate)
     assert out.nfe == 2 and len(noise.draws) == 1

@@ -28,6 +28,7 @@ import math
 
 import pytest
 import torch
+from oracles import RecordingNoise
 
 import scoresde as sd
 from scoresde.metrics import mmd2
@@ -43,18 +44,6 @@ MEANS = torch.tensor([[-1.0, -0.5], [1.0, 1.0], [0.5, -1.5]], dtype=F64)
 STDS = torch.tensor([0.1, 0.15, 0.08], dtype=F64)
 WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
 GMM = sd.GaussianMixture(MEANS, STDS, WEIGHTS)
-
-
-class Recorder:
-    """A NoiseSource that draws from a generator and keeps every draw, in order."""
-
-    def __init__(self, seed: int):
-        self.generator, self.draws = torch.Generator().manual_seed(seed), []
-
-    def randn(self, shape, dtype, device):
-        z = torch.randn(shape, generator=self.generator, dtype=dtype)
-        self.draws.append(z)
-        return z.to(device)
 
 
 KD_CASES = [("dpmpp_2m_sde", {"order": 2, "solver_type": "midpoint"}, {"solver_type": "midpoint"}),
@@ -73,7 +62,7 @@ def test_equals_k_diffusion(case, grid, sde_name):
     for steps in (2, 5, 12, 30):
         ts = sd.grids.make_grid(grid, sde, steps)
         x_T = sde.prior_std * torch.randn(64, 2, generator=torch.Generator().manual_seed(steps), dtype=F64)
-        noise = Recorder(100 + steps)
+        noise = RecordingNoise(100 + steps)
         ours = sd.sample(model, (64, 2), "dpm_solver_sde", timesteps=ts, x_T=x_T, generator=noise,
                          dtype=F64, eta=0.7, s_noise=0.9, lower_order_final=False, **ours_opts)
         # One draw per step except the final step into sigma = 0 (VP); VE ends at sigma_min > 0.
@@ -98,7 +87,7 @@ def _diffusers(order: int, solver_type: str, steps: int):
 
 
 def _ours_on_diffusers_grid(scheduler, model, x_T, order, solver_type, **kw):
-    noise = Recorder(1)
+    noise = RecordingNoise(1)
     ts = sd.grids.from_indices(scheduler.timesteps, 1000)
     out = sd.sample(model, tuple(x_T.shape), "dpm_solver_sde", timesteps=ts, x_T=x_T, dtype=F64,
                     generator=noise, order=order, solver_type=solver_type, **kw)
@@ -174,7 +163,7 @@ def test_final_step_to_sigma_zero_is_the_denoised_estimate_without_noise():
     sde = sd.VPSDE()
     model = GMM.score_model(sde, "eps")
     x = torch.randn(8, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
-    noise = Recorder(0)
+    noise = RecordingNoise(0)
     out = sd.sample(model, (8, 2), "dpm_solver_sde", timesteps=torch.tensor([0.05, 0.0], dtype=F64),
                     x_T=x, generator=noise, order=3)
     torch.testing.assert_close(out.x, model.x0(x, 0.05), rtol=0, atol=1e-12)
