@@ -129,7 +129,7 @@ def candidate_times(sde: SDE, n: int, t_start: float, t_end: float) -> Tensor:
 def _check_ends(sde: SDE, t_start: float | None, t_end: float | None,
                 spec: SamplerSpec) -> tuple[float, float]:
     t_start = float(sde.T if t_start is None else t_start)
-    t_end = float(spec.t_end if t_end is None else t_end)
+    t_end = float(spec.t_end if t_end is None else t_end)  # a grid is fitted for fixed steps
     if not 0.0 <= t_end < t_start <= sde.T:
         raise ValueError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
     return t_start, t_end

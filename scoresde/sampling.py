@@ -55,7 +55,7 @@ def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions,
             )
         return ts
     t_start = sde.T if t_start is None else t_start
-    t_end = spec.t_end if t_end is None else t_end
+    t_end = spec.default_ends(options)[0] if t_end is None else t_end
     if not 0.0 <= t_end < t_start <= sde.T:
         raise ValueError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
     if not options.uses_grid:
@@ -67,7 +67,7 @@ def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions,
         return torch.tensor([t_start, t_end], dtype=torch.float64)
     if steps is None:
         raise ValueError("steps is required (an integer >= 1), or pass an explicit timesteps tensor")
-    return grids.make_grid(grid or spec.grid, sde, steps, t_start, t_end)
+    return grids.make_grid(grid or spec.grid_for(sde), sde, steps, t_start, t_end)
 
 
 def sample(
@@ -127,7 +127,7 @@ def sample(
         raise ValueError(f"shape must be a tuple of positive ints (batch, ...), got {shape}")
     check_cond(cond, shape[0])
     ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end)
-    denoise = spec.denoise if denoise is None else bool(denoise)
+    denoise = spec.default_ends(opts)[1] if denoise is None else bool(denoise)
     if denoise and sde.sigma(ts[-1]) == 0:
         raise ValueError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
 

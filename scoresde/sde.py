@@ -55,6 +55,10 @@ class SDE(abc.ABC):
     """
 
     T: float = 1.0
+    # Whether time is log-noise-like (VE: sigma grows geometrically in t), so that a grid uniform in
+    # t is already uniform in log σ and a grid quadratic in t crowds the steps at tiny σ. Samplers'
+    # default grids read it (SamplerSpec.grid_for).
+    geometric_time: bool = False
 
     def __init__(self, N: int | None = None):
         if N is not None and (isinstance(N, bool) or int(N) != N or N < 1):
@@ -313,6 +317,8 @@ class VESDE(SDE):
     std ``sigma(t)`` (so ``t = 0`` carries ``σ_min`` of noise). ``discretize`` is the SMLD form
     ``x_t = x_{t−dt} + sqrt(sigma(t)² − sigma(t−dt)²) z``.
     """
+
+    geometric_time = True
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int | None = 1000):
         super().__init__(N)

@@ -119,14 +119,15 @@ def test_steps_follow_each_samplers_nfe_rule():
 
 
 def test_optimise_heun_grid_end_to_end():
-    """A Heun grid (2 calls per step) from scratch, with the ``ode`` sampler's own t_end."""
+    """A Heun grid (2 calls per step, Euler into σ̄ = 0) from scratch, with the ``ode`` sampler's
+    own t_end = 0: 9 NFE = 5 steps."""
     sde = sd.VPSDE()
     model = ring_mixture(modes=8, radius=1.0, std=0.05, center=False).score_model(sde)
-    grid = sd.optimize_grid(model, "ode", 8, shape=(2,), generator=torch.Generator().manual_seed(1),
+    grid = sd.optimize_grid(model, "ode", 9, shape=(2,), generator=torch.Generator().manual_seed(1),
                             n_ref=8, candidates=12, reference_steps=1, method="heun")
-    assert len(grid) == 5 and grid[0] == 1.0 and grid[-1] == pytest.approx(1e-3)
+    assert len(grid) == 6 and grid[0] == 1.0 and grid[-1] == 0.0
     assert sd.sample(model, (4, 2), "ode", timesteps=grid, generator=torch.Generator(), method="heun",
-                     denoise=False).nfe == 8
+                     denoise=False).nfe == 9
 
 
 def test_bad_input(ring):

@@ -396,12 +396,16 @@ class NoiseFloor:
 
 def sampler_runs(steps: Sequence[int], variants: Sequence[sd.samplers.Variant],
                  adaptive: sd.samplers.Variant | None = ADAPTIVE) -> list[Run]:
-    """Every variant at every count in ``steps``, plus one run of ``adaptive`` after the fixed-step
-    runs of its sampler."""
+    """Every fixed-step variant at every count in ``steps`` and every adaptive one once, plus one
+    run of ``adaptive`` after the fixed-step runs of its sampler."""
     steps = sorted({int(s) for s in steps})
     if not steps or steps[0] < 1:
         raise ValueError(f"steps must be integers >= 1, got {steps}")
-    runs = [Run(v, k) for v in variants for k in steps]
+
+    def counts(v: sd.samplers.Variant) -> list[int | None]:
+        return steps if sd.samplers.get(v.sampler).parse(v.options).uses_grid else [None]
+
+    runs = [Run(v, k) for v in variants for k in counts(v)]
     if adaptive is not None:
         ours = [i for i, r in enumerate(runs) if r.variant.sampler == adaptive.sampler]
         last = ours[-1] if ours else len(runs) - 1
@@ -427,7 +431,7 @@ def run_samplers(model: sd.ScoreModel, shape: tuple[int, ...], runs: Sequence[Ru
         start = time.perf_counter()
         out = sd.sample(model, shape, v.sampler, run.steps, generator=gen, **v.options)
         wall = time.perf_counter() - start
-        grid = "adaptive" if run.steps is None else sd.samplers.get(v.sampler).grid
+        grid = "adaptive" if run.steps is None else sd.samplers.get(v.sampler).grid_for(model.sde)
         distance = None if reference is None else mmd2(out.x, reference)
         results.append((Row(v.label, v.sampler, format_options(v.options), grid, run.steps, out.nfe, wall,
                             distance), out.x))

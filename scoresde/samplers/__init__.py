@@ -29,9 +29,14 @@ from scoresde.samplers.base import SamplerOptions, SamplerSpec, Variant
 
 SAMPLERS: Registry[SamplerSpec] = Registry("sampler")
 
-# Defaults (grid, t_end, denoise) are the best of a sweep over the four grids and two ends on
-# the 2-D ring mixture with the exact score (benchmarks/default_grids.py, results in
-# benchmarks/results/default_grids.md): the uniform grid won for every sampler at 5–20 steps.
+# Defaults (grid, t_end, denoise) are the best of a sweep over six grids and two ends on three
+# hard problems — the narrow 2-D ring and the 64-D mixture (exact oracles, 5/10/20 NFE) and the
+# shipped digits model (FD, 10 NFE) — scored by the geometric mean of each setting's quality
+# relative to the best setting per cell (benchmarks/default_grids.py, results in
+# benchmarks/results/default_grids.md): the quadratic grid to t = 0 won for every sampler but
+# the Heun-type ones (ode, edm), whose best is the log-SNR grid to t = 0. The sweep is on VP; on a
+# VE SDE (time geometric in σ) the quadratic samplers keep the uniform grid (= log-SNR uniform
+# there), which the VE tests need: quadratic in t crowds VE's steps at σ ≈ σ_min.
 
 
 def register(spec: SamplerSpec) -> SamplerSpec:
@@ -71,8 +76,13 @@ def markdown_table() -> str:
         options = "<br>".join(f"`{n}`: {kind.replace('|', chr(92) + '|')} = `{default!r}`"
                               for n, kind, default in spec.options.declared())
         variants_text = "<br>".join(f"{label}: `{opts}`" for label, opts in spec.variants)
+        grid = spec.grid if spec.grid_geometric is None else f"{spec.grid} (VE: {spec.grid_geometric})"
+        ends = f"{grid}, {spec.t_end:g}, {'yes' if spec.denoise else 'no'}"
+        if spec.adaptive_ends is not None:
+            t_end, denoise = spec.adaptive_ends
+            ends += f" (adaptive: {t_end:g}, {'yes' if denoise else 'no'})"
         lines.append(f"| `{name}` | {spec.paper or '—'} | {spec.order} | {spec.nfe} | {options or '—'} | "
-                     f"{spec.grid}, {spec.t_end:g}, {'yes' if spec.denoise else 'no'} | {variants_text} |")
+                     f"{ends} | {variants_text} |")
     return "\n".join(lines)
 
 

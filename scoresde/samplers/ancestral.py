@@ -43,7 +43,7 @@ def ancestral(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSour
 
 
 SPEC = SamplerSpec(
-    "ancestral", ancestral, AncestralOptions,
+    "ancestral", ancestral, AncestralOptions, grid="quadratic", grid_geometric="uniform",
     variants=(("ancestral posterior", {"variance": "posterior"}), ("ancestral beta", {"variance": "beta"})),
     paper="DDPM ancestral sampling, Ho et al. 2020 (SMLD's for VE, Song & Ermon 2019)",
     order="— (stochastic)", nfe="steps",

@@ -157,6 +157,13 @@ class SamplerSpec:
     paper: str = ""
     order: str = "—"
     nfe: str = "steps"
+    # (t_end, denoise) of an adaptive configuration (options.uses_grid False) of a sampler whose
+    # fixed-step default ends at t = 0: an adaptive solve evaluates the model at its end, which
+    # must have sigma > 0. None: the same ends as the fixed-step runs.
+    adaptive_ends: tuple[float, bool] | None = None
+    # The default grid on an SDE whose time is geometric in σ (VE, ``sde.geometric_time``), where
+    # a grid quadratic in t spends its steps at tiny σ; None: ``grid`` there too.
+    grid_geometric: str | None = None
 
     def __post_init__(self) -> None:
         if not self.variants:
@@ -179,6 +186,18 @@ class SamplerSpec:
             raise ValueError(f"sampler {self.name!r} has no option {k!r}{did_you_mean(k, valid)}; "
                              f"its options are: {self.options.describe()}")
         return self.options(**options)
+
+    def grid_for(self, sde: Any) -> str:
+        """The default grid's name on ``sde`` (``grid``, or ``grid_geometric`` on a VE SDE)."""
+        if self.grid_geometric is not None and getattr(sde, "geometric_time", False):
+            return self.grid_geometric
+        return self.grid
+
+    def default_ends(self, options: SamplerOptions) -> tuple[float, bool]:
+        """``(t_end, denoise)`` that :func:`scoresde.sample` uses when the caller gives none."""
+        if self.adaptive_ends is not None and not options.uses_grid:
+            return self.adaptive_ends
+        return self.t_end, self.denoise
 
     def variant_list(self) -> list[Variant]:
         return [Variant(label, self.name, dict(options)) for label, options in self.variants]

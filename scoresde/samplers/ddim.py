@@ -46,6 +46,6 @@ def ddim(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | 
     return x
 
 
-SPEC = SamplerSpec("ddim", ddim, DDIMOptions,
+SPEC = SamplerSpec("ddim", ddim, DDIMOptions, grid="quadratic", grid_geometric="uniform",
                    variants=(("ddim eta=0", {"eta": 0.0}), ("ddim eta=1", {"eta": 1.0})),
                    paper="DDIM, Song, Meng & Ermon 2021", order="1 (η = 0)", nfe="steps")

@@ -88,7 +88,7 @@ def dpm_solver(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSou
 
 
 SPEC = SamplerSpec(
-    "dpm_solver", dpm_solver, DPMSolverOptions, grid="logsnr",
+    "dpm_solver", dpm_solver, DPMSolverOptions, grid="quadratic", grid_geometric="uniform",
     variants=(("dpm++ 2M", {"order": 2, "prediction": "data"}),
               ("dpm++ 3M", {"order": 3, "prediction": "data"}),
               ("dpm-solver 2M", {"order": 2, "prediction": "noise"}),

@@ -112,7 +112,7 @@ def dpm_solver_sde(model: CountingModel, x: Tensor, grid: GridTable, noise: Nois
 
 
 SPEC = SamplerSpec(
-    "dpm_solver_sde", dpm_solver_sde, DPMSolverSDEOptions, grid="karras",
+    "dpm_solver_sde", dpm_solver_sde, DPMSolverSDEOptions, grid="quadratic", grid_geometric="uniform",
     variants=(("dpm++ 2M SDE", {"order": 2, "solver_type": "midpoint"}),
               ("dpm++ 2M SDE heun", {"order": 2, "solver_type": "heun"}),
               ("dpm++ 3M SDE", {"order": 3, "solver_type": "heun"})),

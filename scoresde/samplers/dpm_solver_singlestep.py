@@ -98,7 +98,8 @@ def dpm_solver_singlestep(model: CountingModel, x: Tensor, grid: GridTable, nois
 
 
 SPEC = SamplerSpec(
-    "dpm_solver_singlestep", dpm_solver_singlestep, DPMSolverSinglestepOptions, grid="logsnr",
+    "dpm_solver_singlestep", dpm_solver_singlestep, DPMSolverSinglestepOptions, grid="quadratic",
+    grid_geometric="uniform",
     variants=(("dpm++ 2S", {"order": 2, "prediction": "data"}),
               ("dpm++ 3S", {"order": 3, "prediction": "data"}),
               ("dpm-solver 2S", {"order": 2, "prediction": "noise"}),

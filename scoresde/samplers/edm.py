@@ -88,7 +88,7 @@ def edm(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | N
 
 
 SPEC = SamplerSpec(
-    "edm", edm, EDMOptions, grid="karras",
+    "edm", edm, EDMOptions, grid="logsnr",
     variants=(("edm heun", {}), ("edm churn=40", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0,
                                                    "s_noise": 1.003}),
               ("edm euler", {"heun": False})),

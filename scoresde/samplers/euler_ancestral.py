@@ -70,7 +70,8 @@ def euler_ancestral(model: CountingModel, x: Tensor, grid: GridTable, noise: Noi
     return x_bar * batch_coeff(grid.alpha[-1], x_bar)
 
 
-SPEC = SamplerSpec("euler_ancestral", euler_ancestral, EulerAncestralOptions, grid="karras",
+SPEC = SamplerSpec("euler_ancestral", euler_ancestral, EulerAncestralOptions, grid="quadratic",
+                   grid_geometric="uniform",
                    variants=(("euler ancestral", {}),),
                    paper="Euler-ancestral, k-diffusion (Crowson; Karras et al. 2022 notation)",
                    order="— (stochastic; η = 0: 1)", nfe="steps")

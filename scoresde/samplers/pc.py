@@ -165,7 +165,7 @@ def pc(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource, opt
 
 
 SPEC = SamplerSpec(
-    "pc", pc, PCOptions, t_end=1e-3, denoise=True,
+    "pc", pc, PCOptions, grid="quadratic", grid_geometric="uniform", t_end=1e-3, denoise=True,
     variants=(("pc rd+langevin", {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16}),
               ("pc rd", {"predictor": "reverse_diffusion", "corrector": "none"})),
     paper="predictor–corrector, Song et al. 2021 (score SDE), Alg. 2–3", order="— (stochastic)",

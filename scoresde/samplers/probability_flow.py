@@ -54,7 +54,7 @@ def probability_flow(model: CountingModel, x: Tensor, grid: GridTable, noise: No
 
 
 SPEC = SamplerSpec(
-    "ode", probability_flow, ODEOptions, grid="uniform", t_end=1e-3, denoise=True,
+    "ode", probability_flow, ODEOptions, grid="logsnr", adaptive_ends=(1e-3, True),
     variants=(("ode heun", {"method": "heun"}), ("ode euler", {"method": "euler"}),
               ("ode rk4", {"method": "rk4"})),
     paper="probability-flow ODE, Song et al. 2021; torchdiffeq / scipy solvers",

@@ -129,7 +129,7 @@ def unipc(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource |
 
 
 SPEC = SamplerSpec(
-    "unipc", unipc, UniPCOptions, grid="logsnr",
+    "unipc", unipc, UniPCOptions, grid="quadratic", grid_geometric="uniform",
     variants=(("unipc bh2 2", {"order": 2, "variant": "bh2"}),
               ("unipc bh1 3", {"order": 3, "variant": "bh1"}),
               ("unipc bh2 3", {"order": 3, "variant": "bh2"})),

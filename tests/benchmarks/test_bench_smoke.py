@@ -125,7 +125,8 @@ def test_steps_for_nfe_hits_targets_or_skips() -> None:
     heun = next(v for v in our_variants() if v.label == "ode heun")
     ddim = next(v for v in our_variants() if v.label == "ddim eta=0")
     assert steps_for_nfe(ddim, 1) == 1 and steps_for_nfe(ddim, 1000) == 1000
-    assert steps_for_nfe(heun, 1) is None  # Heun's first step already costs more
+    assert steps_for_nfe(heun, 1) == 1  # one step into σ̄ = 0 is an Euler step
+    assert steps_for_nfe(heun, 2) is None  # 1 or 3: Heun to σ̄ = 0 spends 2·steps − 1
     model = sd.GaussianMixture(torch.zeros(1, 2), torch.ones(1)).score_model(sd.VPSDE(), "eps", "index")
     out = sd.sample(model, (2, 2), "ode", steps_for_nfe(heun, 20), generator=torch.Generator().manual_seed(0),
                     method="heun")

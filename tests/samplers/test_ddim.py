@@ -169,11 +169,12 @@ def test_ode_euler_equals_ddim_eta0(sde_name):
     torch.testing.assert_close(b.timesteps, a.timesteps, rtol=0, atol=0)
 
 
-def test_ddim_on_the_default_uniform_grid_matches_the_textbook_on_its_indices(ddpm):
-    """``steps=50`` on the DDPM table visits t = 1, 0.98, …, 0.02, 0: indices 999, 979, …, 19."""
+def test_ddim_on_the_uniform_grid_matches_the_textbook_on_its_indices(ddpm):
+    """``steps=50`` on the uniform grid of the DDPM table visits t = 1, 0.98, …, 0.02, 0: indices
+    999, 979, …, 19."""
     _sde, model = ddpm
     xT = x_T(5)
-    out = sd.sample(model, (BATCH, 2), "ddim", 50, x_T=xT)
+    out = sd.sample(model, (BATCH, 2), "ddim", 50, grid="uniform", x_T=xT)
     indices = list(range(999, 0, -20))
     assert len(indices) == 50
     torch.testing.assert_close(out.timesteps[:-1] * N_TRAIN - 1, torch.tensor(indices, dtype=F64),

@@ -190,8 +190,10 @@ def test_nfe_heun_example_by_hand():
     # 10 Heun steps to t = 0 on VP: 9 two-evaluation steps + one Euler step into sigma = 0.
     assert sd.sample(model, (2, 2), "ode", 10, t_end=0.0, denoise=False, generator=gen(),
                      method="heun").nfe == 19
-    # Default: Karras grid to t_end = 1e-3 and a final Tweedie step: 2·10 + 1.
-    assert sd.sample(model, (2, 2), "ode", 10, generator=gen(), method="heun").nfe == 21
+    # Default: the same (log-SNR grid to t = 0); to t_end = 1e-3 with a final Tweedie step: 2·10 + 1.
+    assert sd.sample(model, (2, 2), "ode", 10, generator=gen(), method="heun").nfe == 19
+    assert sd.sample(model, (2, 2), "ode", 10, t_end=1e-3, denoise=True, generator=gen(),
+                     method="heun").nfe == 21
     # pc default: (1 corrector + 1 predictor) per step + the final denoising call.
     assert sd.sample(model, (2, 2), "pc", 10, generator=gen(), n_corrector=3).nfe == 41
 
