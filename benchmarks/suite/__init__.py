@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+import scoresde as sd
 from suite import analytic, kdiffusion, optimised, overhead, pairs, report
 from suite.common import (
     Variant,
@@ -188,6 +189,10 @@ def run_image_part(out: Path, stem: str, quick: bool, device: torch.device, peer
         log("image part: no GPU in use — running the tiny CPU smoke size")
     model = image.image_model(settings, device, weights)
     variants = our_variants() + peers
+    if quick:  # the smoke run checks the code path: each sampler's main variant and one peer per library
+        main = {v.label for v in sd.samplers.variants(main_only=True)}
+        firsts = {v.library: v for v in reversed(peers)}
+        variants = [v for v in our_variants() if v.label in main] + list(firsts.values())
     rows = image.run_throughput(variants, model, settings, device, log)
     mixture_rows = analytic.run_problem(settings.mixture, variants, device, log) if settings.mixture else []
     reason = image.fid_skip_reason(inception, fid_ref, weights)

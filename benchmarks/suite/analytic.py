@@ -88,8 +88,8 @@ def random_mixture(dim: int, components: int, seed: int, spread: float = 1.0) ->
 def default_problems(quick: bool) -> list[Problem]:
     """The 2-D ring and a 64-D mixture; ``quick`` shrinks sizes and grids to a smoke run."""
     if quick:
-        return [Problem("ring2d", ring2d(), 300, (3, 10), (1e-2,)),
-                Problem("gmm64d", random_mixture(64, 8, seed=64), 200, (5,), ())]
+        return [Problem("ring2d", ring2d(), 200, (10,), (1e-2,)),
+                Problem("gmm64d", random_mixture(64, 8, seed=64), 100, (5,), ())]
     return [Problem("ring2d", ring2d(), 2000, TARGET_NFE, TOLERANCES),
             Problem("gmm64d", random_mixture(64, 8, seed=64), 1000, TARGET_NFE, TOLERANCES)]
 
