@@ -40,33 +40,22 @@ it assumes data scaled to ``[−1, 1]``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from torch import Tensor
 
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, multistep_order, report
-from scoresde.samplers.exponential import ExpStep, check_thresholding, model_output, multistep_update
+from scoresde.samplers.base import Callback, SamplerSpec, multistep_order, report
+from scoresde.samplers.exponential import DPMOptions, ExpStep, model_output, multistep_update
 from scoresde.sde import batch_coeff
 
 
 @dataclass(frozen=True)
-class DPMSolverOptions(DeterministicOptions):
+class DPMSolverOptions(DPMOptions):
     """``order`` 1–3; ``prediction``: ``"data"`` (DPM-Solver++) or ``"noise"`` (DPM-Solver);
     ``lower_order_final``: lower the order of the last steps below 15 steps; ``thresholding``:
     dynamic thresholding of ``x0`` (data form only) with ``threshold_ratio`` and ``threshold_max``."""
-
-    order: Literal[1, 2, 3] = 2
-    prediction: Literal["data", "noise"] = "data"
-    lower_order_final: bool = True
-    thresholding: bool = False
-    threshold_ratio: float = 0.995
-    threshold_max: float = 1.0
-
-    def validate(self) -> None:
-        check_thresholding(self)
 
 
 def dpm_solver(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | None,

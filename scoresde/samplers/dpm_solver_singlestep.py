@@ -28,33 +28,22 @@ Order list (diffusers' ``get_order_list``): ``[1, 2, …, k]`` repeated; with ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from torch import Tensor
 
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
-from scoresde.samplers.base import Callback, DeterministicOptions, SamplerSpec, report
-from scoresde.samplers.exponential import ExpStep, check_thresholding, model_output, singlestep_update
+from scoresde.samplers.base import Callback, SamplerSpec, report
+from scoresde.samplers.exponential import DPMOptions, ExpStep, model_output, singlestep_update
 from scoresde.sde import batch_coeff
 
 
 @dataclass(frozen=True)
-class DPMSolverSinglestepOptions(DeterministicOptions):
+class DPMSolverSinglestepOptions(DPMOptions):
     """``order`` 1–3; ``prediction``: ``"data"`` (DPM-Solver++) or ``"noise"`` (DPM-Solver);
     ``lower_order_final``: lower the last group's order (see module); ``thresholding``: dynamic
     thresholding of ``x0`` (data form only) with ``threshold_ratio`` and ``threshold_max``."""
-
-    order: Literal[1, 2, 3] = 2
-    prediction: Literal["data", "noise"] = "data"
-    lower_order_final: bool = True
-    thresholding: bool = False
-    threshold_ratio: float = 0.995
-    threshold_max: float = 1.0
-
-    def validate(self) -> None:
-        check_thresholding(self)
 
 
 def order_list(order: int, steps: int, lower_order_final: bool, zero_end: bool) -> list[int]:

@@ -24,13 +24,14 @@ samplers apply to ``x0`` before using it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from scoresde.grids import GridTable
 from scoresde.model import Prediction
+from scoresde.samplers.base import DeterministicOptions
 from scoresde.sde import batch_coeff
 
 
@@ -147,16 +148,29 @@ def dynamic_threshold(x0: Tensor, ratio: float, max_value: float) -> Tensor:
     return (torch.maximum(torch.minimum(flat, s), -s) / s).reshape(x0.shape).to(x0.dtype)
 
 
-def check_thresholding(options: Any) -> None:
-    """Check a DPM sampler's ``threshold_ratio`` ∈ (0, 1], ``threshold_max`` ≥ 1, and that
-    ``thresholding`` comes with ``prediction="data"``."""
-    if not 0.0 < options.threshold_ratio <= 1.0:
-        raise ValueError(f"threshold_ratio must lie in (0, 1], got {options.threshold_ratio}")
-    if not 1.0 <= options.threshold_max < float("inf"):
-        raise ValueError(f"threshold_max must be a finite number >= 1, got {options.threshold_max}")
-    if options.thresholding and options.prediction != "data":
-        raise ValueError("thresholding clips the data prediction x0 and needs prediction='data', "
-                         f"got prediction={options.prediction!r}")
+@dataclass(frozen=True)
+class DPMOptions(DeterministicOptions):
+    """The options every DPM-Solver sampler declares: ``order`` 1–3; ``prediction``: ``"data"``
+    (DPM-Solver++) or ``"noise"`` (DPM-Solver); ``lower_order_final``: lower the order of the last
+    steps at small step counts; ``thresholding``: dynamic thresholding of ``x0`` (data form only)
+    with ``threshold_ratio`` and ``threshold_max``."""
+
+    order: Literal[1, 2, 3] = 2
+    prediction: Literal["data", "noise"] = "data"
+    lower_order_final: bool = True
+    thresholding: bool = False
+    threshold_ratio: float = 0.995
+    threshold_max: float = 1.0
+
+    def validate(self) -> None:
+        """``threshold_ratio`` ∈ (0, 1], ``threshold_max`` ≥ 1, ``thresholding`` with the data form."""
+        if not 0.0 < self.threshold_ratio <= 1.0:
+            raise ValueError(f"threshold_ratio must lie in (0, 1], got {self.threshold_ratio}")
+        if not 1.0 <= self.threshold_max < float("inf"):
+            raise ValueError(f"threshold_max must be a finite number >= 1, got {self.threshold_max}")
+        if self.thresholding and self.prediction != "data":
+            raise ValueError("thresholding clips the data prediction x0 and needs prediction='data', "
+                             f"got prediction={self.prediction!r}")
 
 
 def model_output(pred: Prediction, options: Any) -> Tensor:
