@@ -85,7 +85,7 @@ class AdaptiveSDEOptions(SamplerOptions):
 
 def reverse_drift(sde: SDE, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
     """``f(t)·x − g²(t)·score``: the reverse SDE's drift in forward time, per-sample ``t``."""
-    return batch_coeff(sde.f(t), x) * x - batch_coeff(sde.g2(t), x) * score
+    return sde.drift(x, t) - batch_coeff(sde.g2(t), x) * score
 
 
 def error_norm(x1: Tensor, x2: Tensor, x1_prev: Tensor, eps_abs: float, eps_rel: float) -> Tensor:

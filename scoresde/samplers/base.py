@@ -31,6 +31,7 @@ from scoresde.grids import GridTable
 from scoresde.model import CountingModel, Prediction
 from scoresde.noise import NoiseSource
 from scoresde.registry import did_you_mean
+from scoresde.sde import SDE
 
 Callback = Callable[[dict[str, Any]], None]
 
@@ -187,9 +188,9 @@ class SamplerSpec:
                              f"its options are: {self.options.describe()}")
         return self.options(**options)
 
-    def grid_for(self, sde: Any) -> str:
+    def grid_for(self, sde: SDE) -> str:
         """The default grid's name on ``sde`` (``grid``, or ``grid_geometric`` on a VE SDE)."""
-        if self.grid_geometric is not None and getattr(sde, "geometric_time", False):
+        if self.grid_geometric is not None and sde.geometric_time:
             return self.grid_geometric
         return self.grid
 
