@@ -161,3 +161,20 @@ def test_bad_input(ring):
         sd.optimize_grid(model, "ddim", 1, shape=(2,), generator=g, candidates=1)
     with pytest.raises(ValueError, match="steps must be an integer in"):
         gs.best_path(torch.zeros(4, 4, dtype=F64), 4)
+
+
+def test_shipped_digits_grids_are_valid_and_bad_names_are_refused():
+    """Every shipped digits grid is a valid sampling grid with the NFE its key says (one call per
+    step for ddim, dpm_solver and unipc); an unknown sampler or NFE names what is available."""
+    from scoresde import assets
+    from scoresde.experiment import load_trained
+
+    sde = load_trained(None, assets.shipped_model("digits_vp")).sde
+    for sampler in ("ddim", "dpm_solver", "unipc"):
+        for nfe in (5, 10, 20):
+            grid = sd.grids.check_timesteps(assets.digits_grid(sampler, nfe), sde)
+            assert len(grid) == nfe + 1 and grid[0] == sde.T
+    with pytest.raises(ValueError, match="available: ddim"):
+        assets.digits_grid("pc", 10)
+    with pytest.raises(ValueError, match="available: 5"):
+        assets.digits_grid("ddim", 7)
