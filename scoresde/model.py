@@ -20,6 +20,17 @@ The conversions live here and nowhere else:
 * ``score = −eps / sigma``                  (Tweedie / denoising score matching)
 * ``v = alpha·eps − sigma·x0``              (Salimans & Ho), so
   ``x0 = (alpha·x − sigma·v)/(alpha² + sigma²)``, ``eps = (sigma·x + alpha·v)/(alpha² + sigma²)``.
+
+**Learned variances** (Nichol & Dhariwal 2021). ``ScoreModel(..., learned_variance=True)`` wraps a
+network whose output has twice the channels of ``x`` (axis 1): the first half is the prediction,
+the second the variance interpolation ``v`` (unconstrained, as in the paper's eq. 15), carried as
+:attr:`Prediction.var_interp`. A reverse step from ``t`` to ``s`` then has the variance
+
+    Σ = exp(v·log β_{t|s} + (1 − v)·log β̃_{t|s}),
+
+``β_{t|s}`` the forward transition variance and ``β̃_{t|s}`` the posterior one of that step (see
+:mod:`scoresde.samplers.steps`), so a strided grid interpolates between the strided step's bounds,
+as improved DDPM's respacing does.
 """
 
 from __future__ import annotations
@@ -78,7 +89,8 @@ class Prediction:
     """What the model says at ``(x, t)``: the denoised ``x0`` and the noise ``eps``.
 
     ``alpha`` and ``sigma`` are broadcast against ``x`` in its dtype. ``score`` is infinite
-    where ``sigma = 0``; samplers never evaluate the model there.
+    where ``sigma = 0``; samplers never evaluate the model there. ``var_interp`` is the learned
+    variance interpolation ``v`` (shaped like ``x``) of a model that has one, else ``None``.
     """
 
     x: Tensor
@@ -86,6 +98,7 @@ class Prediction:
     sigma: Tensor
     x0: Tensor
     eps: Tensor
+    var_interp: Tensor | None = None
 
     @property
     def score(self) -> Tensor:
@@ -169,7 +182,8 @@ class CountingModel:
         return self.model.predict(x, t, self.cond)
 
 
-def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor) -> Prediction:
+def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sigma: Tensor,
+                           var_interp: Tensor | None = None) -> Prediction:
     """Convert a raw network output of type ``kind`` at ``x`` into a :class:`Prediction`."""
     if kind == "eps":
         eps, x0 = out, (x - sigma * out) / alpha
@@ -182,7 +196,7 @@ def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sig
         x0, eps = (alpha * x - sigma * out) / norm, (sigma * x + alpha * out) / norm
     else:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
-    return Prediction(x=x, alpha=alpha, sigma=sigma, x0=x0, eps=eps)
+    return Prediction(x=x, alpha=alpha, sigma=sigma, x0=x0, eps=eps, var_interp=var_interp)
 
 
 class ScoreModel(nn.Module):
@@ -196,6 +210,8 @@ class ScoreModel(nn.Module):
         time_input: how ``t ∈ [0, T]`` is given to the network: ``"continuous"`` (t),
             ``"index"`` (DDPM step ``t·N − 1``), ``"scaled"`` (``999·t``, score_sde's VP label),
             ``"sigma"`` (``sigma(t)``, score_sde's VE label) or a callable ``t -> c``.
+        learned_variance: the network returns ``2·C`` channels on axis 1: the prediction, then
+            the variance interpolation ``v`` (see the module docstring).
     """
 
     def __init__(
@@ -204,6 +220,7 @@ class ScoreModel(nn.Module):
         sde: SDE,
         prediction: str = "eps",
         time_input: str | Callable[[Tensor], Tensor] = "continuous",
+        learned_variance: bool = False,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -220,6 +237,7 @@ class ScoreModel(nn.Module):
         self.sde = sde
         self.prediction = prediction
         self.time_input = time_input
+        self.learned_variance = bool(learned_variance)
 
     def net_time(self, t: Tensor) -> Tensor:
         """The network's time input for float64 times ``t``."""
@@ -238,14 +256,18 @@ class ScoreModel(nn.Module):
             out = self.net(x, c, cond)
         else:
             out = self.net(x, c, **cond)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
+        expected = x.shape if not self.learned_variance else (x.shape[0], 2 * x.shape[1], *x.shape[2:])
+        if not isinstance(out, Tensor) or out.shape != expected:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"the network must return a tensor shaped like its input {tuple(x.shape)}, got {got}"
-            )
+            what = ("shaped like its input" if not self.learned_variance else
+                    "with twice its input's channels on axis 1 (prediction, then variance interpolation)")
+            raise ValueError(f"the network must return a tensor {what} {tuple(expected)}, got {got}")
+        var_interp = None
+        if self.learned_variance:
+            out, var_interp = out.chunk(2, dim=1)
         alpha = batch_coeff(self.sde.alpha(t), x)
         sigma = batch_coeff(self.sde.sigma(t), x)
-        return prediction_from_output(self.prediction, out, x, alpha, sigma)
+        return prediction_from_output(self.prediction, out, x, alpha, sigma, var_interp)
 
     def forward(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Prediction:
         return self.predict(x, t, cond)
