@@ -3,9 +3,16 @@
 ml_collections.ConfigDict because score_sde users know it and absl's config_flags give
 ``--config=configs/x.py --config.training.lr=1e-4`` overrides with type checking for free;
 a locked ConfigDict refuses keys it does not have.
+
+Keys added after checkpoints were shipped are listed in :data:`ADDED_IDENTITY_KEYS`: a checkpoint
+whose config lacks one was made with its default, so a missing key and its default are the same
+experiment (:func:`scoresde.experiment.identity` leaves such keys out while they hold the default).
 """
 
 from ml_collections import ConfigDict
+
+# (group, key) of identity keys added after checkpoints were shipped; see the module docstring.
+ADDED_IDENTITY_KEYS = (("model", "num_classes"), ("model", "learned_variance"))
 
 
 def default_config() -> ConfigDict:
@@ -31,9 +38,11 @@ def default_config() -> ConfigDict:
     model.prediction = "eps"
     model.time_input = "scaled"  # 999·t: the sinusoidal embedding needs a spread-out input
     model.network = ConfigDict({"name": "mlp", "dim": 2, "hidden": 128, "layers": 3, "emb_dim": 32})
+    model.num_classes = 0  # > 0: a class-conditional network, net(x, c, labels); labels from the data set
+    model.learned_variance = False  # the network also outputs the variance interpolation v
 
     config.training = training = ConfigDict()
-    training.loss = "dsm"  # dsm | ddpm | smld
+    training.loss = "dsm"  # dsm | ddpm | smld | hybrid (learned variance)
     training.steps = 2000
     training.batch_size = 256
     training.lr = 2e-3
@@ -42,6 +51,8 @@ def default_config() -> ConfigDict:
     training.ema_decay = 0.999
     training.eps = 1e-5
     training.likelihood_weighting = False
+    training.label_dropout = 0.0  # probability of training on the null label (classifier-free guidance)
+    training.vlb_weight = 1e-3  # λ of the hybrid loss L_simple + λ·L_vlb
     training.reduce_mean = True
     training.seed = 0
     training.log_every = 100

@@ -1,29 +1,41 @@
 """Data sets: analytic and toy 2-D sets, 8×8 digits, CIFAR-10, an .npz file or a folder of images.
 
 ``load_dataset(name, split, ...)`` returns ``(x, spec)``: a float32 tensor of shape
-``(N, *spec.shape)`` and a :class:`DataSpec`. Nothing is downloaded, ever: generated sets are
+``(N, *spec.shape)`` and a :class:`DataSpec`. ``load_labelled_dataset`` (same arguments) returns
+``(x, labels, spec)`` with int64 class labels ``(N,)`` for the sets that have them (column
+"labels" below; a set without labels is an error), for class-conditional training; ``x`` is the
+same tensor either way. Nothing is downloaded, ever: generated sets are
 drawn from the seed, digits ship inside scikit-learn, and files are read from the path given.
 
 ======================  =====================================================================
-name                    data
+name                    data; labels
 ======================  =====================================================================
 ``gmm2d``               the analytic ring mixture :func:`ring_mixture` (8 modes on a circle of
                         radius 4, std 0.3, plus one at the centre); its exact density and
-                        scores are ``ring_mixture().log_prob`` / ``.score_model``.
-``moons``               two interleaved half circles (noise 0.1), centred and scaled.
-``swiss_roll``          a 2-D swiss roll (noise 0.5), centred and scaled.
-``checkerboard``        uniform on the 8 dark squares of a 4×4 board over ``[-2, 2]²``.
+                        scores are ``ring_mixture().log_prob`` / ``.score_model``. Labels: the
+                        component each point was drawn from (0..7 round the ring, 8 the centre),
+                        which are ``ring_mixture().labels``, so ``ring_mixture().conditional(c)``
+                        is the exact ``p(x | c)``.
+``moons``               two interleaved half circles (noise 0.1), centred and scaled. Labels:
+                        0 for the upper moon, 1 for the lower.
+``swiss_roll``          a 2-D swiss roll (noise 0.5), centred and scaled. No labels.
+``checkerboard``        uniform on the 8 dark squares of a 4×4 board over ``[-2, 2]²``. No labels.
 ``digits``              scikit-learn's ``load_digits``: 1797 8×8 images with 17 grey levels
                         (0..16); the last 297 are the test split, the first 1500 the train
-                        split. Needs ``pip install scoresde[digits]``.
+                        split. Needs ``pip install scoresde[digits]``. Labels: the digit 0..9
+                        (``load_digits().target``, same split).
 ``cifar10``             ``path`` = the ``cifar-10-batches-py`` folder (``data_batch_1`` ..
                         ``data_batch_5`` = train, ``test_batch`` = test), 32×32 RGB, 256 levels.
+                        Labels: the batches' ``labels``, 0..9.
 ``npz``                 ``path`` = an ``.npz`` file with an array ``x`` or ``images`` (for
                         split "test": ``x_test`` or ``images_test``). Integer arrays are 8-bit
                         images ``(N, H, W, C)``, ``(N, C, H, W)`` or ``(N, H, W)``; float
-                        arrays are continuous data ``(N, ...)`` used as they are.
+                        arrays are continuous data ``(N, ...)`` used as they are. Labels: an
+                        integer array ``labels`` or ``y`` (``labels_test`` or ``y_test``) of
+                        ``N`` values ``>= 0``, if the file has one.
 ``folder``              ``path`` = a folder of PNG/JPEG images of one size (or one with
                         ``train``/``test`` subfolders of them); greyscale if every image is.
+                        No labels.
 ======================  =====================================================================
 
 Generated sets (``gmm2d``, ``moons``, ``swiss_roll``, ``checkerboard``) are continuous and
@@ -59,9 +71,11 @@ from scoresde.analytic import GaussianMixture
 
 __all__ = [
     "DATASETS",
+    "LABELLED",
     "DataSpec",
     "from_pixels",
     "load_dataset",
+    "load_labelled_dataset",
     "ring_mixture",
     "to_pixels",
 ]
@@ -179,48 +193,64 @@ def to_pixels(x: Tensor, spec: DataSpec, *, clamp: bool = True) -> Tensor:
 
 def ring_mixture(modes: int = 8, radius: float = 4.0, std: float = 0.3,
                  center: bool = True) -> GaussianMixture:
-    """A 2-D Gaussian mixture: ``modes`` equal components on a circle (plus one at the origin)."""
+    """A 2-D Gaussian mixture: ``modes`` equal components on a circle (plus one at the origin),
+    component ``k`` labelled ``k`` (the centre last)."""
     angles = torch.arange(modes, dtype=torch.float64) * (2 * math.pi / modes)
     means = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     if center:
         means = torch.cat([means, torch.zeros(1, 2, dtype=torch.float64)])
-    return GaussianMixture(means, torch.full((len(means),), std, dtype=torch.float64))
+    return GaussianMixture(means, torch.full((len(means),), std, dtype=torch.float64),
+                           labels=torch.arange(len(means)))
 
 
-def _gmm2d(n: int, g: torch.Generator) -> Tensor:
-    return ring_mixture().sample(n, generator=g)
+def _gmm2d(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Draws of :func:`ring_mixture` and the component of each.
+
+    ``GaussianMixture.sample`` draws the components first (one ``multinomial`` of the weights),
+    then the noise; the components are recovered by replaying that first draw from a copy of
+    the generator, so the points are exactly ``ring_mixture().sample(n, generator=g)``.
+    """
+    gmm = ring_mixture()
+    replay = torch.Generator().set_state(g.get_state())
+    x = gmm.sample(n, generator=g)
+    k = torch.multinomial(gmm.weights, n, replacement=True, generator=replay)
+    return x, gmm.labels[k]
 
 
-def _moons(n: int, g: torch.Generator, noise: float = 0.1) -> Tensor:
-    """Two interleaved half circles (scikit-learn's ``make_moons`` with random angles)."""
+def _moons(n: int, g: torch.Generator, noise: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Two interleaved half circles (scikit-learn's ``make_moons`` with random angles);
+    label 0 on the upper moon, 1 on the lower."""
     theta = torch.rand(n, generator=g, dtype=torch.float64) * math.pi
     upper = torch.rand(n, generator=g, dtype=torch.float64) < 0.5
     x = torch.where(upper, torch.cos(theta), 1 - torch.cos(theta))
     y = torch.where(upper, torch.sin(theta), 0.5 - torch.sin(theta))
     d = torch.stack([x, y], 1) + noise * torch.randn(n, 2, generator=g, dtype=torch.float64)
     # Centre (mean (0.5, 0.25)) and scale to unit overall std (0.72 measured on 4e5 draws).
-    return ((d - torch.tensor([0.5, 0.25], dtype=torch.float64)) / 0.72).float()
+    return ((d - torch.tensor([0.5, 0.25], dtype=torch.float64)) / 0.72).float(), (~upper).long()
 
 
-def _swiss_roll(n: int, g: torch.Generator, noise: float = 0.5) -> Tensor:
+def _swiss_roll(n: int, g: torch.Generator, noise: float = 0.5) -> tuple[Tensor, None]:
     """The 2-D swiss roll ``t·(cos t, sin t)``, ``t ∈ [1.5π, 4.5π]`` (scikit-learn's curve)."""
     t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))
     d = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1)
     d = d + noise * torch.randn(n, 2, generator=g, dtype=torch.float64)
     # Centre (mean (2.0, 0.22)) and scale to unit overall std (6.87 measured on 4e5 draws).
-    return ((d - torch.tensor([2.0, 0.22], dtype=torch.float64)) / 6.87).float()
+    return ((d - torch.tensor([2.0, 0.22], dtype=torch.float64)) / 6.87).float(), None
 
 
-def _checkerboard(n: int, g: torch.Generator) -> Tensor:
+def _checkerboard(n: int, g: torch.Generator) -> tuple[Tensor, None]:
     """Uniform on the squares of a 4×4 checkerboard over ``[-2, 2]²`` (FFJORD's set, half size)."""
     x1 = torch.rand(n, generator=g, dtype=torch.float64) * 4 - 2
     x2 = (torch.rand(n, generator=g, dtype=torch.float64)
           - 2 * torch.randint(0, 2, (n,), generator=g).to(torch.float64))
     x2 = x2 + torch.floor(x1) % 2
-    return torch.stack([x1, x2], 1).float()
+    return torch.stack([x1, x2], 1).float(), None
 
 
-GENERATED: dict[str, Callable[[int, torch.Generator], Tensor]] = {
+# Every loader returns (x, labels or None, spec); image loaders read labels only when asked
+# (``want_labels``), so that a file's label entry never stops its images from loading.
+Loaded = tuple[Tensor, Tensor | None, DataSpec]
+GENERATED: dict[str, Callable[[int, torch.Generator], tuple[Tensor, Tensor | None]]] = {
     "gmm2d": _gmm2d,
     "moons": _moons,
     "swiss_roll": _swiss_roll,
@@ -228,13 +258,13 @@ GENERATED: dict[str, Callable[[int, torch.Generator], Tensor]] = {
 }
 
 
-def _generated(name: str, split: str, n: int | None, seed: int) -> tuple[Tensor, DataSpec]:
+def _generated(name: str, split: str, n: int | None, seed: int) -> Loaded:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < _MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}")
     n = DEFAULT_TOY_N if n is None else n
     g = torch.Generator().manual_seed(seed + (_TEST_STREAM if split == "test" else 0))
-    x = GENERATED[name](n, g)
-    return x, DataSpec(name, (2,), None, CONTINUOUS_RANGE)
+    x, labels = GENERATED[name](n, g)
+    return x, labels, DataSpec(name, (2,), None, CONTINUOUS_RANGE)
 
 
 # --- image sets -------------------------------------------------------------------------------
@@ -246,23 +276,26 @@ def _take(pixels: np.ndarray | Tensor, n: int | None, what: str) -> np.ndarray |
     return pixels if n is None else pixels[:n]
 
 
-def _scaled(name: str, pixels: np.ndarray, levels: int,
-            data_range: tuple[float, float]) -> tuple[Tensor, DataSpec]:
+def _scaled(name: str, pixels: np.ndarray, levels: int, data_range: tuple[float, float],
+            labels: np.ndarray | None = None) -> Loaded:
     spec = DataSpec(name, tuple(int(s) for s in pixels.shape[1:]), levels, data_range)
-    return from_pixels(torch.from_numpy(np.ascontiguousarray(pixels)), spec), spec
+    x = from_pixels(torch.from_numpy(np.ascontiguousarray(pixels)), spec)
+    return x, None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64)), spec
 
 
-def _digits(split: str, n: int | None, data_range: tuple[float, float]) -> tuple[Tensor, DataSpec]:
+def _digits(split: str, n: int | None, data_range: tuple[float, float]) -> Loaded:
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
         raise ImportError("the 'digits' data set needs scikit-learn: pip install scoresde[digits]") from e
-    images = load_digits().images  # (1797, 8, 8) float64 in {0, ..., 16}, shipped with sklearn
+    bunch = load_digits()
+    images = bunch.images  # (1797, 8, 8) float64 in {0, ..., 16}, shipped with sklearn
     pixels = images.astype(np.uint8)[:, None]
     if not np.array_equal(pixels, images[:, None]):
         raise ValueError("sklearn's load_digits returned non-integer pixels; expected 0..16")
-    pixels = pixels[:-DIGITS_TEST] if split == "train" else pixels[-DIGITS_TEST:]
-    return _scaled("digits", _take(pixels, n, f"digits split {split!r}"), 17, data_range)
+    part = slice(None, -DIGITS_TEST) if split == "train" else slice(-DIGITS_TEST, None)
+    what = f"digits split {split!r}"
+    return _scaled("digits", _take(pixels[part], n, what), 17, data_range, _take(bunch.target[part], n, what))
 
 
 class RefusedPickleError(pickle.UnpicklingError):
@@ -304,8 +337,9 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
                                      "(only numpy array globals are)") from None
 
 
-def _read_cifar_batch(path: Path) -> np.ndarray:
-    """One CIFAR-10 python batch → uint8 ``(n, 3, 32, 32)``, read without running pickled code."""
+def _read_cifar_batch(path: Path, want_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """One CIFAR-10 python batch → uint8 ``(n, 3, 32, 32)`` and, if wanted, its labels ``(n,)``
+    (``None`` if the batch has none), read without running pickled code."""
     try:
         with open(path, "rb") as f:
             batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
@@ -325,11 +359,18 @@ def _read_cifar_batch(path: Path) -> np.ndarray:
         raise ValueError(f"CIFAR-10 batch {path}: expected b'data' to be a uint8 array of shape (n, 3072), "
                          f"got {got}")
     # Each row is 1024 red, then 1024 green, then 1024 blue values, each a row-major 32×32 image.
-    return data.reshape(-1, 3, 32, 32)
+    labels = batch.get(b"labels", batch.get("labels")) if want_labels else None
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer) \
+                or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+            raise ValueError(f"CIFAR-10 batch {path}: expected b'labels' to be {len(data)} integers in "
+                             f"0..9, got {labels.dtype} values of shape {labels.shape}")
+    return data.reshape(-1, 3, 32, 32), labels
 
 
-def _cifar10(path: str | None, split: str, n: int | None,
-             data_range: tuple[float, float]) -> tuple[Tensor, DataSpec]:
+def _cifar10(path: str | None, split: str, n: int | None, data_range: tuple[float, float],
+             want_labels: bool) -> Loaded:
     files = CIFAR_TRAIN_FILES if split == "train" else CIFAR_TEST_FILES
     expected = ", ".join(CIFAR_TRAIN_FILES + CIFAR_TEST_FILES)
     if path is None:
@@ -348,10 +389,14 @@ def _cifar10(path: str | None, split: str, n: int | None,
     for name in files:
         if n is not None and have >= n:
             break
-        parts.append(_read_cifar_batch(folder / name))
-        have += len(parts[-1])
-    pixels = _take(np.concatenate(parts), n, f"CIFAR-10 split {split!r} in {folder}")
-    return _scaled("cifar10", pixels, 256, data_range)
+        parts.append(_read_cifar_batch(folder / name, want_labels))
+        have += len(parts[-1][0])
+    what = f"CIFAR-10 split {split!r} in {folder}"
+    pixels = _take(np.concatenate([p for p, _ in parts]), n, what)
+    labels = None
+    if not any(y is None for _, y in parts):
+        labels = _take(np.concatenate([y for _, y in parts]), n, what)
+    return _scaled("cifar10", pixels, 256, data_range, labels)
 
 
 def _image_layout(a: np.ndarray, where: str) -> np.ndarray:
@@ -372,19 +417,31 @@ def _image_layout(a: np.ndarray, where: str) -> np.ndarray:
                      f"C in (1, 3, 4), got {a.shape}")
 
 
-def _npz(path: str | None, split: str, n: int | None,
-         data_range: tuple[float, float]) -> tuple[Tensor, DataSpec]:
+def _npz_labels(y: np.ndarray | None, count: int, where: str) -> np.ndarray | None:
+    """An npz label array checked against its ``count`` samples: integers ``>= 0``, one each."""
+    if y is not None and (y.shape != (count,) or not np.issubdtype(y.dtype, np.integer)
+                          or y.min(initial=0) < 0):
+        raise ValueError(f"{where}: expected {count} integer class labels >= 0 (one per sample), "
+                         f"got {y.dtype} values of shape {y.shape}")
+    return y
+
+
+def _npz(path: str | None, split: str, n: int | None, data_range: tuple[float, float],
+         want_labels: bool) -> Loaded:
     if path is None:
         raise ValueError("data set 'npz' needs path= an .npz file with an array named 'x' or 'images'")
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f".npz file {file} not found")
     keys = ("x", "images", "x_train", "images_train") if split == "train" else ("x_test", "images_test")
+    label_keys = ("labels", "y", "labels_train", "y_train") if split == "train" else ("labels_test", "y_test")
     try:
         with np.load(file, allow_pickle=False) as archive:
             names = list(archive.files)
             key = next((k for k in keys if k in names), None)
             a = None if key is None else archive[key]
+            label_key = next((k for k in label_keys if k in names), None) if want_labels else None
+            y = None if label_key is None else archive[label_key]
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise ValueError(f"cannot read {file} as an .npz of plain numeric arrays (corrupt, truncated, "
                          f"or holding pickled objects?): {e}") from e
@@ -394,18 +451,21 @@ def _npz(path: str | None, split: str, n: int | None,
     where = f"{file}[{key!r}]"
     if a.ndim < 2 or len(a) == 0:
         raise ValueError(f"{where}: expected an array (N, ...) with N >= 1 samples, got shape {a.shape}")
+    y = _npz_labels(y, len(a), f"{file}[{label_key!r}]")
+    y = None if y is None else _take(y, n, where)
     if np.issubdtype(a.dtype, np.floating):
         x = torch.from_numpy(np.ascontiguousarray(_take(a, n, where), dtype=np.float32))
         if not torch.isfinite(x).all():
             raise ValueError(f"{where}: continuous data must be finite")
-        return x, DataSpec("npz", tuple(x.shape[1:]), None, CONTINUOUS_RANGE)
+        labels = None if y is None else torch.from_numpy(y.astype(np.int64))
+        return x, labels, DataSpec("npz", tuple(x.shape[1:]), None, CONTINUOUS_RANGE)
     if np.issubdtype(a.dtype, np.integer):
-        return _scaled("npz", _take(_image_layout(a, where), n, where), 256, data_range)
+        return _scaled("npz", _take(_image_layout(a, where), n, where), 256, data_range, y)
     raise ValueError(f"{where}: expected an integer (8-bit image) or float array, got dtype {a.dtype}")
 
 
-def _folder(path: str | None, split: str, n: int | None,
-            data_range: tuple[float, float]) -> tuple[Tensor, DataSpec]:
+def _folder(path: str | None, split: str, n: int | None, data_range: tuple[float, float],
+            want_labels: bool) -> Loaded:
     from PIL import Image
 
     if path is None:
@@ -441,17 +501,35 @@ def _folder(path: str | None, split: str, n: int | None,
         arrays.append(np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8))
     pixels = np.stack(arrays)
     pixels = pixels[:, None] if grey else pixels.transpose(0, 3, 1, 2)
-    return _scaled("folder", pixels, 256, data_range)
+    return _scaled("folder", pixels, 256, data_range)  # no labels
 
 
 # --- entry point ------------------------------------------------------------------------------
 
-IMAGE_LOADERS: dict[str, Callable[..., tuple[Tensor, DataSpec]]] = {
+IMAGE_LOADERS: dict[str, Callable[..., Loaded]] = {
     "cifar10": _cifar10,
     "npz": _npz,
     "folder": _folder,
 }
 DATASETS: tuple[str, ...] = (*GENERATED, "digits", *IMAGE_LOADERS)
+# The sets with class labels (an npz file only where it holds a label array).
+LABELLED: tuple[str, ...] = ("gmm2d", "moons", "digits", "cifar10", "npz")
+
+
+def _load(name: str, split: str, path: str | Path | None, n: int | None, seed: int,
+          data_range: tuple[float, float], want_labels: bool) -> Loaded:
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    if name in GENERATED:
+        return _generated(name, split, n, seed)
+    data_range = _check_range(data_range)
+    if name == "digits":
+        return _digits(split, n, data_range)
+    return IMAGE_LOADERS[name](None if path is None else str(path), split, n, data_range, want_labels)
 
 
 def load_dataset(name: str, split: str = "train", *, path: str | Path | None = None, n: int | None = None,
@@ -472,15 +550,24 @@ def load_dataset(name: str, split: str = "train", *, path: str | Path | None = N
         FileNotFoundError: a missing file or folder (the message names what was expected).
         ImportError: ``digits`` without scikit-learn.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
-    if name in GENERATED:
-        return _generated(name, split, n, seed)
-    data_range = _check_range(data_range)
-    if name == "digits":
-        return _digits(split, n, data_range)
-    return IMAGE_LOADERS[name](None if path is None else str(path), split, n, data_range)
+    x, _, spec = _load(name, split, path, n, seed, data_range, want_labels=False)
+    return x, spec
+
+
+def load_labelled_dataset(name: str, split: str = "train", *, path: str | Path | None = None,
+                          n: int | None = None, seed: int = 0,
+                          data_range: tuple[float, float] = (-1.0, 1.0)) -> tuple[Tensor, Tensor, DataSpec]:
+    """:func:`load_dataset` with the class labels: ``(x, labels, spec)``, ``labels`` int64 ``(N,)``
+    (one per sample of ``x``, which is the tensor :func:`load_dataset` returns; what the labels
+    are for each set is in the module docstring).
+
+    Raises:
+        ValueError: as :func:`load_dataset`, and for a set without labels (one not in
+            :data:`LABELLED`, or an npz file without a label array).
+    """
+    x, labels, spec = _load(name, split, path, n, seed, data_range, want_labels=True)
+    if labels is None:
+        where = f"the npz file {path} has no label array ('labels' or 'y'; 'labels_test' or 'y_test' for " \
+                "split 'test')" if name == "npz" else f"data set {name!r} has no class labels"
+        raise ValueError(f"{where}; sets with labels: {', '.join(LABELLED)}")
+    return x, labels, spec

@@ -20,8 +20,8 @@ from ml_collections import ConfigDict
 from torch import Tensor
 
 from scoresde import checkpoint
-from scoresde.config import default_config
-from scoresde.data import DataSpec, load_dataset
+from scoresde.config import ADDED_IDENTITY_KEYS, default_config
+from scoresde.data import DataSpec, load_dataset, load_labelled_dataset
 from scoresde.model import ScoreModel
 from scoresde.nn import EMA, build_network
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -48,15 +48,31 @@ def build_sde(config: ConfigDict) -> SDE:
 
 
 def build_model(config: ConfigDict) -> ScoreModel:
-    """A fresh :class:`ScoreModel` (network from ``config.model.network``)."""
-    net = build_network(config.model.network.to_dict())
-    return ScoreModel(net, build_sde(config), prediction=config.model.prediction,
-                      time_input=config.model.time_input)
+    """A fresh :class:`ScoreModel`: the network of ``config.model.network`` with
+    ``model.num_classes`` classes and ``model.learned_variance``."""
+    mc = config.model
+    network = mc.network.to_dict()
+    misplaced = sorted({"num_classes", "learned_variance"} & set(network))
+    if misplaced:
+        raise ValueError(f"set {', '.join(f'model.{k}' for k in misplaced)} in the model group, not in "
+                         "model.network (the training loop and the model read them there)")
+    net = build_network({**network, "num_classes": mc.num_classes, "learned_variance": mc.learned_variance})
+    return ScoreModel(net, build_sde(config), prediction=mc.prediction, time_input=mc.time_input,
+                      learned_variance=mc.learned_variance)
 
 
 def identity(config: ConfigDict) -> dict[str, Any]:
-    """The part of a config that fixes what a checkpoint's weights mean."""
-    return {group: config[group].to_dict() for group in IDENTITY_GROUPS}
+    """The part of a config that fixes what a checkpoint's weights mean.
+
+    A key of :data:`scoresde.config.ADDED_IDENTITY_KEYS` is left out while it holds its default,
+    so checkpoints written before it existed (``scoresde/assets/digits_vp.pt``) stay loadable.
+    """
+    groups = {group: config[group].to_dict() for group in IDENTITY_GROUPS}
+    defaults = default_config()
+    for group, key in ADDED_IDENTITY_KEYS:
+        if key in groups[group] and groups[group][key] == defaults[group][key]:
+            del groups[group][key]
+    return groups
 
 
 def load_trained(config: ConfigDict | None, source: str | Path, use_ema: bool = True) -> ScoreModel:
@@ -96,26 +112,38 @@ def export_model(config: ConfigDict, workdir: str | Path, path: str | Path) -> P
     return path
 
 
+def _data_arguments(config: ConfigDict, split: str) -> dict[str, Any]:
+    n = config.data.n if split == "train" else config.eval.n_test
+    return {"name": config.data.name, "split": split, "path": config.data.path or None, "n": n or None,
+            "seed": config.data.seed + (split == "test"), "data_range": tuple(config.data.data_range)}
+
+
 def load_data(config: ConfigDict, split: str) -> tuple[Tensor, DataSpec]:
     """The config's data set, ``split`` "train" (``data.n`` samples) or "test" (``eval.n_test``).
 
     Generated sets draw the test split from a different seed than the training split.
     """
-    n = config.data.n if split == "train" else config.eval.n_test
-    return load_dataset(config.data.name, split, path=config.data.path or None, n=n or None,
-                        seed=config.data.seed + (split == "test"),
-                        data_range=tuple(config.data.data_range))
+    return load_dataset(**_data_arguments(config, split))
+
+
+def load_labelled_data(config: ConfigDict, split: str) -> tuple[Tensor, Tensor, DataSpec]:
+    """:func:`load_data` with the class labels: ``(x, labels, spec)``, ``labels`` int64 ``(N,)``
+    (see :func:`scoresde.data.load_labelled_dataset`; an error for a set without labels)."""
+    return load_labelled_dataset(**_data_arguments(config, split))
 
 
 def config_from_checkpoint(path: str | Path) -> ConfigDict:
     """The default config with the ``data``, ``sde`` and ``model`` groups stored in checkpoint
-    ``path``: enough to rebuild and load the model, and to load its data splits."""
+    ``path``: enough to rebuild and load the model, and to load its data splits. Keys of
+    :data:`scoresde.config.ADDED_IDENTITY_KEYS` that the checkpoint lacks take their defaults."""
     stored = checkpoint.checkpoint_config(path)
     config = default_config()
+    added = {group: {k: config[group][k] for g, k in ADDED_IDENTITY_KEYS if g == group}
+             for group in IDENTITY_GROUPS}
     for group in IDENTITY_GROUPS:
         if group not in stored:
             raise ValueError(f"checkpoint {path} stores no {group!r} config group; pass its config file")
-        config[group] = ConfigDict(_tuples(stored[group]))
+        config[group] = ConfigDict({**added[group], **_tuples(stored[group])})
     return config
 
 

@@ -9,6 +9,16 @@ so N steps in one go and N/2 + N/2 with a restart give the same parameters.
 A checkpoint records the config; resuming or loading with a config whose ``data``, ``sde`` or
 ``model`` groups differ is an error that lists the differing keys (training length, learning
 rate and logging may change between runs).
+
+**Class-conditional training** (``model.num_classes > 0``): each batch's labels are drawn with
+its data (the data set's labels, :func:`scoresde.experiment.load_labelled_data`), each is replaced
+by the null label :data:`~scoresde.analytic.NULL_LABEL` with probability
+``training.label_dropout`` (:func:`drop_labels`, Ho & Salimans 2022, so that one network is both
+``eps(x, t, c)`` and ``eps(x, t)`` for classifier-free guidance), and the loss gets
+``cond=labels``. Every draw comes from the training generator, so resuming stays exact.
+The ``hybrid`` loss (learned variances, ``model.learned_variance``) gets
+``vlb_weight=training.vlb_weight`` and, for image data, the discretized decoder on the data's
+pixel grid (``levels``, ``data_range``), the likelihood the variational bound measures there.
 """
 
 from __future__ import annotations
@@ -21,9 +31,12 @@ from typing import Any
 
 import torch
 from ml_collections import ConfigDict
+from torch import Tensor
 
 from scoresde import checkpoint
-from scoresde.experiment import build_model, identity, load_data
+from scoresde.analytic import NULL_LABEL
+from scoresde.data import DataSpec
+from scoresde.experiment import build_model, identity, load_data, load_labelled_data
 from scoresde.losses import get_loss
 from scoresde.model import ScoreModel
 from scoresde.nn import EMA
@@ -51,6 +64,50 @@ class TrainResult:
     losses: list[tuple[int, float]]
 
 
+def drop_labels(labels: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """``labels`` with each replaced by :data:`~scoresde.analytic.NULL_LABEL` with probability ``p``
+    (independently; one uniform draw per label from ``generator``, also for ``p = 0``)."""
+    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0):
+        raise ValueError(f"label dropout must be a probability in [0, 1], got {p!r}")
+    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p
+    return torch.where(drop, torch.full_like(labels, NULL_LABEL), labels)
+
+
+def _training_data(config: ConfigDict) -> tuple[Tensor, Tensor | None, DataSpec]:
+    """The training split, its labels for a class-conditional model (checked against
+    ``model.num_classes``; ``None`` otherwise) and its spec; refuses label dropout for an
+    unconditional model."""
+    classes, p = config.model.num_classes, config.training.label_dropout
+    if classes == 0:
+        if p != 0:
+            raise ValueError(f"training.label_dropout={p} needs a class-conditional model "
+                             "(model.num_classes > 0); got model.num_classes=0")
+        data, spec = load_data(config, "train")
+        return data, None, spec
+    data, labels, spec = load_labelled_data(config, "train")
+    if labels.max() >= classes:
+        raise ValueError(f"data set {config.data.name!r} has labels 0..{labels.max().item()} but "
+                         f"model.num_classes={classes}; set it to at least {labels.max().item() + 1}")
+    return data, labels, spec
+
+
+def _loss_options(config: ConfigDict, spec: DataSpec) -> dict[str, Any]:
+    """The keyword arguments of ``training.loss`` that the config fixes."""
+    tc = config.training
+    if config.model.learned_variance != (tc.loss == "hybrid"):
+        raise ValueError("model.learned_variance=True needs training.loss='hybrid' (the loss that trains the "
+                         "variance) and the hybrid loss needs it; got model.learned_variance="
+                         f"{config.model.learned_variance}, training.loss={tc.loss!r}")
+    options: dict[str, Any] = {"reduce_mean": tc.reduce_mean}
+    if tc.loss == "dsm":  # only the continuous-time loss samples t on [eps, T] and can reweight
+        options.update(eps=tc.eps, likelihood_weighting=tc.likelihood_weighting)
+    if tc.loss == "hybrid":
+        options.update(vlb_weight=tc.vlb_weight)
+        if spec.is_image:
+            options.update(decoder="discretized", data_range=spec.data_range, levels=spec.levels)
+    return options
+
+
 def _learning_rate(config: ConfigDict, step: int) -> float:
     warmup = config.training.warmup
     return config.training.lr * (min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
@@ -61,13 +118,11 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     """Train (or resume) the experiment ``config`` in ``workdir``; see the module docstring."""
     tc = config.training
     workdir = Path(workdir)
-    data, _ = load_data(config, "train")
+    data, labels, spec = _training_data(config)
+    loss_fn = get_loss(tc.loss)
+    loss_options = _loss_options(config, spec)
     torch.manual_seed(tc.seed)  # initial weights, Fourier features and dropout use the global RNG
     model = build_model(config)
-    loss_fn = get_loss(tc.loss)
-    loss_options = {"reduce_mean": tc.reduce_mean}
-    if tc.loss == "dsm":  # only the continuous-time loss samples t on [eps, T] and can reweight
-        loss_options.update(eps=tc.eps, likelihood_weighting=tc.likelihood_weighting)
     opt = torch.optim.Adam(model.net.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
     ema = EMA(model.net, decay=tc.ema_decay)
     generator = torch.Generator().manual_seed(tc.seed)
@@ -97,7 +152,8 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     window, t0 = [], time.perf_counter()
     while step < tc.steps:
         idx = torch.randint(len(data), (tc.batch_size,), generator=generator)
-        loss = loss_fn(model, data[idx], generator, **loss_options)
+        cond = None if labels is None else drop_labels(labels[idx], tc.label_dropout, generator)
+        loss = loss_fn(model, data[idx], generator, cond=cond, **loss_options)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower training.lr?")
         opt.zero_grad(set_to_none=True)

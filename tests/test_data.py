@@ -11,7 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde.data import DATASETS, DataSpec, from_pixels, load_dataset, ring_mixture, to_pixels
+from scoresde.data import (
+    DATASETS,
+    LABELLED,
+    DataSpec,
+    from_pixels,
+    load_dataset,
+    load_labelled_dataset,
+    ring_mixture,
+    to_pixels,
+)
 
 TOY = ("moons", "swiss_roll", "checkerboard")
 
@@ -61,6 +70,50 @@ def test_unknown_name_split_and_bad_arguments():
         load_dataset("digits", data_range=(1.0, -1.0))
 
 
+def test_gmm2d_labels_are_the_components():
+    """Each point is labelled with the ring component it was drawn from. Components are ≥ 3.06
+    apart (≥ 10 std): a point lies within 5 std of its own mean (2-D: P(r > 5σ) = e^(-12.5)
+    ≈ 4e-6 per point) and the exact posterior p(c | x) of the ring picks its label; a shifted
+    labelling fails both checks."""
+    x, labels, spec = load_labelled_dataset("gmm2d", n=5000, seed=3)
+    gmm = ring_mixture()
+    assert torch.equal(x, load_dataset("gmm2d", n=5000, seed=3)[0]) and spec.name == "gmm2d"
+    assert labels.dtype == torch.int64 and labels.shape == (5000,)
+    assert torch.equal(gmm.labels, torch.arange(9)) and set(labels.tolist()) == set(range(9))
+    log_post = torch.stack([gmm.log_prob(x, torch.full((5000,), k)) for k in range(9)], 1)
+
+    def consistent(lab: torch.Tensor) -> tuple[bool, float]:
+        near = ((x.double() - gmm.means[lab]).norm(dim=1) < 5 * 0.3).all().item()
+        return near, (log_post.argmax(1) == lab).double().mean().item()
+
+    assert consistent(labels) == (True, 1.0)
+    near, agree = consistent((labels + 1) % 9)
+    assert not near and agree < 0.01
+    # The test split has labels too, from its own stream.
+    _, test_labels, _ = load_labelled_dataset("gmm2d", "test", n=5000, seed=3)
+    assert not torch.equal(test_labels, labels)
+
+
+def test_moons_labels_name_the_moon():
+    """Label 0: the upper half circle (radius 1 about (0, 0)); 1: the lower one (about (1, 0.5)),
+    in the set's unscaled coordinates, up to the noise 0.1 (radial deviations < 0.5 = 5σ)."""
+    x, labels, _ = load_labelled_dataset("moons", n=4000, seed=1)
+    d = x.double() * 0.72 + torch.tensor([0.5, 0.25], dtype=torch.float64)
+    off_upper = ((d - torch.tensor([0.0, 0.0], dtype=torch.float64)).norm(dim=1) - 1).abs()
+    off_lower = ((d - torch.tensor([1.0, 0.5], dtype=torch.float64)).norm(dim=1) - 1).abs()
+    assert (off_upper[labels == 0] < 0.5).all() and (off_lower[labels == 1] < 0.5).all()
+    assert d[labels == 0, 1].mean() > 0.4 and d[labels == 1, 1].mean() < 0.1
+    assert 1800 < (labels == 0).sum() < 2200  # each moon with probability 1/2 (sd 32)
+    assert torch.equal(x, load_dataset("moons", n=4000, seed=1)[0])
+
+
+@pytest.mark.parametrize("name", ["swiss_roll", "checkerboard"])
+def test_sets_without_labels_refuse_to_give_them(name):
+    assert name not in LABELLED
+    with pytest.raises(ValueError, match=rf"'{name}' has no class labels; sets with labels: gmm2d, moons"):
+        load_labelled_dataset(name, n=10)
+
+
 # --- digits -----------------------------------------------------------------------------------
 
 
@@ -85,6 +138,21 @@ def test_digits_splits_levels_and_scaling():
     assert torch.equal(to_pixels(test, spec), to_pixels(load_dataset("digits", "test")[0], spec_sym))
     with pytest.raises(ValueError, match="only 297"):
         load_dataset("digits", "test", n=298)
+
+
+def test_digits_labels_are_sklearns_targets_on_the_same_split():
+    sklearn = pytest.importorskip("sklearn.datasets")
+    target = torch.from_numpy(sklearn.load_digits().target).long()
+    for split, expected in (("train", target[:1500]), ("test", target[1500:])):
+        x, labels, spec = load_labelled_dataset("digits", split)
+        assert torch.equal(labels, expected) and torch.equal(x, load_dataset("digits", split)[0])
+        assert spec.shape == (1, 8, 8)
+    x, labels, _ = load_labelled_dataset("digits", "test", n=10)
+    assert len(x) == len(labels) == 10 and torch.equal(labels, target[1500:1510])
+    # The labels name the images: a 1 fills the centre columns, which a 0 leaves empty.
+    x, labels, _ = load_labelled_dataset("digits")
+    centre = x[:, 0, 2:6, 3:5].mean((1, 2))
+    assert centre[labels == 1].mean() > centre[labels == 0].mean() + 0.5
 
 
 @pytest.mark.parametrize("data_range", [(0.0, 1.0), (-1.0, 1.0)])
@@ -145,6 +213,32 @@ def test_cifar10_reads_fake_batches_in_channel_order(tmp_path, protocol):
     expected = torch.from_numpy(batches["test_batch"][b"data"].reshape(3, 3, 32, 32))
     assert test_spec.data_range == (-1.0, 1.0) and torch.equal(to_pixels(test, test_spec), expected)
     assert len(load_dataset("cifar10", path=folder, n=4)[0]) == 4
+
+
+def test_cifar10_labels_from_the_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    batches = _write_cifar(folder)
+    for i, name in enumerate(batches):  # distinct labels per batch: 3·i + (0, 1, 2) mod 10
+        batches[name][b"labels"] = [(3 * i + k) % 10 for k in range(3)]
+        with open(folder / name, "wb") as f:
+            pickle.dump(batches[name], f, protocol=2)
+    x, labels, _ = load_labelled_dataset("cifar10", path=folder)
+    assert torch.equal(x, load_dataset("cifar10", path=folder)[0])
+    assert labels.tolist() == [(3 * i + k) % 10 for i in range(5) for k in range(3)]
+    assert load_labelled_dataset("cifar10", "test", path=folder)[1].tolist() == [5, 6, 7]
+    assert load_labelled_dataset("cifar10", path=folder, n=4)[1].tolist() == [0, 1, 2, 3]
+    batches["test_batch"][b"labels"] = [0, 10, 1]
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batches["test_batch"], f)
+    with pytest.raises(ValueError, match=r"b'labels' to be 3 integers in 0\.\.9"):
+        load_labelled_dataset("cifar10", "test", path=folder)
+    load_dataset("cifar10", "test", path=folder)  # the images load without reading the labels
+    del batches["test_batch"][b"labels"]
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batches["test_batch"], f)
+    load_dataset("cifar10", "test", path=folder)  # images without labels still load
+    with pytest.raises(ValueError, match="'cifar10' has no class labels"):
+        load_labelled_dataset("cifar10", "test", path=folder)
 
 
 class _Py2Pickler(pickle._Pickler):
@@ -263,6 +357,25 @@ def test_npz_images_and_continuous(tmp_path):
         load_dataset("npz", path=tmp_path / "missing.npz")
 
 
+def test_npz_labels(tmp_path):
+    rng = np.random.default_rng(2)
+    images, labels = rng.integers(0, 256, size=(6, 4, 4), dtype=np.uint8), np.array([3, 1, 4, 1, 5, 9])
+    np.savez(tmp_path / "l.npz", images=images, labels=labels, images_test=images[:2], y_test=labels[:2] + 1)
+    x, y, _ = load_labelled_dataset("npz", path=tmp_path / "l.npz", n=5)
+    assert y.dtype == torch.int64 and y.tolist() == [3, 1, 4, 1, 5] and x.shape == (5, 1, 4, 4)
+    assert load_labelled_dataset("npz", "test", path=tmp_path / "l.npz")[1].tolist() == [4, 2]
+    cont = rng.normal(size=(3, 2))
+    np.savez(tmp_path / "c.npz", x=cont, y=np.array([0, 2, 1], dtype=np.int32))
+    assert load_labelled_dataset("npz", path=tmp_path / "c.npz")[1].tolist() == [0, 2, 1]
+    np.savez(tmp_path / "bad.npz", x=cont, labels=np.array([0.5, 1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"'labels'\]: expected 3 integer class labels >= 0"):
+        load_labelled_dataset("npz", path=tmp_path / "bad.npz")
+    assert load_dataset("npz", path=tmp_path / "bad.npz")[0].shape == (3, 2)  # labels not read
+    np.savez(tmp_path / "none.npz", x=cont)
+    with pytest.raises(ValueError, match=r"none\.npz has no label array \('labels' or 'y'"):
+        load_labelled_dataset("npz", path=tmp_path / "none.npz")
+
+
 def test_image_folder(tmp_path):
     from PIL import Image
 
@@ -293,3 +406,5 @@ def test_image_folder(tmp_path):
         load_dataset("folder", path=empty)
     with pytest.raises(FileNotFoundError, match="not found"):
         load_dataset("folder", path=tmp_path / "absent")
+    with pytest.raises(ValueError, match="'folder' has no class labels"):
+        load_labelled_dataset("folder", path=tmp_path)

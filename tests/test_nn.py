@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import scoresde as sd
+from scoresde.analytic import NULL_LABEL
 from scoresde.losses import dsm_loss
 from scoresde.nn import EMA, NETWORKS, GaussianFourierProjection, TimeMLP, UNet, build_network
 from scoresde.nn.embedding import sinusoidal_embedding
@@ -192,3 +193,88 @@ def test_mlp_trained_with_dsm_lowers_the_loss():
     drop = before - eval_losses()
     assert drop.mean() > 10 * drop.std() / math.sqrt(len(drop))
     assert drop.mean() > 0.2 * before.mean()
+
+
+# --- class embedding and learned variance -----------------------------------------------------
+
+
+def _net(kind: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
+    """A small network of ``kind`` and an input batch of 4 for it."""
+    if kind == "mlp":
+        return TimeMLP(dim=2, hidden=32, layers=2, emb_dim=16, **kwargs), torch.randn(4, 2)
+    return UNet(**DIGITS_UNET, **kwargs), torch.randn(4, 1, 8, 8)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_class_embedding_conditions_the_output(kind):
+    """Labels change the output; the null label −1 is the table's extra last row; the zero-init
+    output makes an untrained conditional net output 0 like an unconditional one."""
+    torch.manual_seed(0)
+    net, x = _net(kind, num_classes=3)
+    net.eval()
+    x, c = x[:1].expand_as(x), torch.full((4,), 7.0)  # one input at one time, four labels
+    labels = torch.tensor([0, 1, 2, NULL_LABEL])
+    assert not net(x, c, labels).any()
+    net = _randomize_output(net)
+    out = net(x, c, labels).flatten(1)
+    assert (out[1:] - out[:1]).abs().amax(1).min() > 1e-2 * out.abs().mean()
+    with torch.no_grad():
+        net.classes.table.weight[3] = net.classes.table.weight[1]  # null row := class 1's row
+    torch.testing.assert_close(net(x, c, labels)[3], net(x, c, labels)[1], rtol=0, atol=0)
+    assert net.classes.table.num_embeddings == 3 + 1
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_class_labels_are_checked(kind):
+    torch.manual_seed(0)
+    net, x = _net(kind, num_classes=3)
+    c = torch.zeros(4)
+    with pytest.raises(ValueError, match=r"lie in 0\.\.2 \(or -1 for the null label\), got \[-2, 3\]"):
+        net(x, c, torch.tensor([0, 3, -2, 1]))
+    with pytest.raises(ValueError, match=r"integer tensor, got torch\.float32"):
+        net(x, c, torch.tensor([0.0, 1.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match=r"needs one label per sample.*cond=labels"):
+        net(x, c)
+    with pytest.raises(ValueError, match=r"one class label per sample, shape \(4,\), got \(3,\)"):
+        net(x, c, torch.tensor([0, 1, 2]))
+    unconditional, _ = _net(kind)
+    with pytest.raises(ValueError, match=r"unconditional \(num_classes=0\)"):
+        unconditional(x, c, torch.tensor([0, 1, 2, 1]))
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 0"):
+        _net(kind, num_classes=-1)
+
+
+@pytest.mark.parametrize("shape", [(5, 2), (5, 1, 8, 8)])
+def test_mlp_learned_variance_halves_as_score_model_splits(shape):
+    """2·dim outputs as (B, 2C, ...): ScoreModel(learned_variance=True) reads the first dim as the
+    prediction and the last dim as v. With zero weights the output is the bias, so the split is
+    visible exactly."""
+    torch.manual_seed(0)
+    dim = math.prod(shape[1:])
+    net = TimeMLP(dim=dim, hidden=16, layers=1, emb_dim=8, learned_variance=True)
+    x, c = torch.randn(shape), torch.rand(shape[0])
+    assert net(x, c).shape == (shape[0], 2 * shape[1], *shape[2:]) and not net(x, c).any()
+    with torch.no_grad():
+        net.out.bias.copy_(torch.arange(2 * dim, dtype=torch.float32))
+    model = sd.ScoreModel(net, sd.VPSDE(), prediction="eps", learned_variance=True)
+    pred = model.predict(x, 0.5)
+    assert torch.equal(pred.eps, torch.arange(dim, dtype=torch.float32).reshape(shape[1:]).expand(shape))
+    assert torch.equal(pred.var_interp,
+                       torch.arange(dim, 2 * dim, dtype=torch.float32).reshape(shape[1:]).expand(shape))
+
+
+def test_unet_learned_variance_doubles_the_output_channels():
+    torch.manual_seed(0)
+    net = UNet(**DIGITS_UNET, learned_variance=True, num_classes=2).eval()
+    x, c, labels = torch.randn(3, 1, 8, 8), torch.rand(3), torch.tensor([0, 1, NULL_LABEL])
+    assert net(x, c, labels).shape == (3, 2, 8, 8) and not net(x, c, labels).any()
+    with torch.no_grad():
+        net.conv_out.bias.copy_(torch.tensor([0.25, -0.5]))
+    pred = sd.ScoreModel(net, sd.VPSDE(), learned_variance=True).predict(x, 0.5, labels)
+    assert (pred.eps == 0.25).all() and (pred.var_interp == -0.5).all()
+
+
+def test_build_network_passes_classes_and_variance():
+    net = build_network({"name": "unet", **DIGITS_UNET, "num_classes": 10, "learned_variance": True})
+    assert net.classes.num_classes == 10 and net.conv_out.out_channels == 2
+    assert build_network({"name": "mlp", "dim": 2}).classes is None

@@ -1,4 +1,5 @@
-"""Training: the loss falls and samples approach the data; resuming reproduces a straight run."""
+"""Training: the loss falls and samples approach the data; resuming reproduces a straight run;
+class-conditional and learned-variance training; old checkpoints still load."""
 
 import importlib.util
 from pathlib import Path
@@ -8,6 +9,8 @@ import torch
 
 import scoresde as sd
 from scoresde import checkpoint
+from scoresde.analytic import NULL_LABEL
+from scoresde.data import ring_mixture
 from scoresde.experiment import build_model, config_from_checkpoint, export_model, load_data, load_trained
 from scoresde.metrics import mmd2
 from scoresde.train import train
@@ -126,3 +129,176 @@ def test_shipped_model_is_package_data():
     assert model.prediction == "eps" and model.sde.N == 1000
     with pytest.raises(ValueError, match="no shipped model named 'cifar'"):
         shipped_model("cifar")
+
+
+# --- class-conditional training, learned variances, config compatibility ----------------------
+
+
+def _conditional_gmm2d(steps: int, label_dropout: float = 0.2):
+    """tiny_gmm2d made class-conditional on the ring's 9 components."""
+    config = _config("tiny_gmm2d")
+    config.model.num_classes = 9
+    config.training.label_dropout = label_dropout
+    config.training.steps = steps
+    return config
+
+
+def _posterior_class(gmm, x: torch.Tensor) -> torch.Tensor:
+    """argmax_c p(c | x) under the exact labelled mixture (equal class weights here)."""
+    return torch.stack([gmm.log_prob(x, torch.full((len(x),), c)) for c in gmm.classes], 1).argmax(1)
+
+
+def test_conditional_training_puts_samples_on_their_class(tmp_path):
+    """400 steps on gmm2d labelled by component (9 classes) with label dropout 0.2: DDIM samples
+    conditioned on class c land on component c, judged by the exact posterior argmax of the ring
+    mixture (its components are ≥ 10 std apart, so exact conditional draws score ~1 and a model
+    that ignored the label 1/9 ± 0.01 at n = 900). The same samples judged against the next
+    class score ~0 (the check can fail), and the null label, trained by the dropout, spreads
+    its samples over every component as the unconditional mixture does (100 ± 9 each)."""
+    config = _conditional_gmm2d(400)
+    config.data.n = 4000
+    config.model.network.hidden = 64
+    config.training.warmup = 50
+    config.training.ckpt_every = 400
+    train(config, tmp_path, progress=False, log=lambda msg: None)
+    model = load_trained(config, tmp_path)
+    gmm = ring_mixture()
+    labels = torch.arange(9).repeat_interleave(100)
+    with torch.no_grad():
+        x = sd.sample(model, (900, 2), "ddim", 50, generator=torch.Generator().manual_seed(0), cond=labels).x
+        null = sd.sample(model, (900, 2), "ddim", 50, generator=torch.Generator().manual_seed(1),
+                         cond=torch.full((900,), NULL_LABEL)).x
+    hit = (_posterior_class(gmm, x) == labels).double()
+    assert hit.mean() > 0.9 and hit.view(9, 100).mean(1).min() > 0.75
+    assert (_posterior_class(gmm, x) == (labels + 1) % 9).double().mean() < 0.1
+    counts = _posterior_class(gmm, null).bincount(minlength=9)
+    assert counts.min() > 40 and counts.max() < 200
+
+
+def test_resume_with_labels_and_label_dropout_is_bit_exact(tmp_path):
+    """Labels and their dropout come from the training generator, which the checkpoint saves:
+    20 + 20 steps equal 40 bit for bit. A different dropout rate changes the result (the labels
+    and the dropout reach the loss)."""
+    straight = train(_conditional_gmm2d(40, 0.3), tmp_path / "straight", progress=False, log=lambda m: None)
+    train(_conditional_gmm2d(20, 0.3), tmp_path / "split", progress=False, log=lambda m: None)
+    resumed = train(_conditional_gmm2d(40, 0.3), tmp_path / "split", progress=False, log=lambda m: None)
+    other = train(_conditional_gmm2d(40, 0.6), tmp_path / "other", progress=False, log=lambda m: None)
+    a, b, c = (r.model.net.state_dict() for r in (straight, resumed, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(x, y) for x, y in zip(straight.ema.state_dict()["shadow"].values(),
+                                                resumed.ema.state_dict()["shadow"].values()))
+    assert not torch.equal(a["classes.table.weight"], c["classes.table.weight"])
+
+
+def test_drop_labels_rate():
+    """Each label becomes NULL_LABEL with probability p: the dropped fraction of 20000 labels
+    lies within 4 binomial standard deviations (0.01 at p = 0.15); kept labels are unchanged."""
+    from scoresde.train import drop_labels
+
+    labels = torch.arange(20000) % 7
+    dropped = drop_labels(labels, 0.15, torch.Generator().manual_seed(0))
+    null = dropped == NULL_LABEL
+    assert abs(null.double().mean().item() - 0.15) < 4 * (0.15 * 0.85 / 20000) ** 0.5
+    assert torch.equal(dropped[~null], labels[~null])
+    assert torch.equal(dropped, drop_labels(labels, 0.15, torch.Generator().manual_seed(0)))
+    assert torch.equal(drop_labels(labels, 0.0, torch.Generator()), labels)
+    assert (drop_labels(labels, 1.0, torch.Generator()) == NULL_LABEL).all()
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"probability in \[0, 1\]"):
+            drop_labels(labels, bad, torch.Generator())
+
+
+def test_conditional_and_variance_configs_are_checked(tmp_path):
+    quiet = {"progress": False, "log": lambda msg: None}
+    config = _config("tiny_gmm2d")
+    config.training.label_dropout = 0.1
+    with pytest.raises(ValueError, match=r"label_dropout=0.1 needs a class-conditional model"):
+        train(config, tmp_path / "a", **quiet)
+    config = _conditional_gmm2d(5)
+    config.model.num_classes = 5
+    with pytest.raises(ValueError, match=r"labels 0\.\.8 but model.num_classes=5; set it to at least 9"):
+        train(config, tmp_path / "b", **quiet)
+    config = _conditional_gmm2d(5)
+    config.data.name = "swiss_roll"
+    with pytest.raises(ValueError, match="'swiss_roll' has no class labels"):
+        train(config, tmp_path / "c", **quiet)
+    config = _config("tiny_gmm2d")
+    config.model.network.num_classes = 3
+    with pytest.raises(ValueError, match=r"set model.num_classes in the model group, not in model.network"):
+        build_model(config)
+    config = _config("tiny_gmm2d")
+    config.model.learned_variance = True
+    with pytest.raises(ValueError, match=r"learned_variance=True needs training.loss='hybrid'"):
+        train(config, tmp_path / "d", **quiet)
+    config = _config("tiny_gmm2d")
+    config.training.loss = "hybrid"
+    with pytest.raises(ValueError, match=r"got model.learned_variance=False, training.loss='hybrid'"):
+        train(config, tmp_path / "e", **quiet)
+
+
+def test_hybrid_training_trains_the_variance(tmp_path):
+    """With the hybrid loss the variance head (zero at the start: Σ = β̃) moves; the loss gets
+    the config's vlb_weight and, for image data, the discretized decoder on the data's grid."""
+    from scoresde.data import DataSpec
+    from scoresde.train import _loss_options
+
+    config = _config("tiny_gmm2d")
+    config.model.learned_variance = True
+    config.training.loss = "hybrid"
+    config.training.vlb_weight = 0.01
+    result = train(config, tmp_path, progress=False, log=lambda msg: None)
+    x = load_data(config, "train")[0][:64]
+    with torch.no_grad():
+        v = result.model.predict(x, 0.5).var_interp
+    assert v.abs().mean() > 1e-3
+    assert _loss_options(config, DataSpec("gmm2d", (2,), None, (-float("inf"), float("inf")))) == {
+        "reduce_mean": True, "vlb_weight": 0.01}
+    assert _loss_options(config, DataSpec("digits", (1, 8, 8), 17, (-1.0, 1.0))) == {
+        "reduce_mean": True, "vlb_weight": 0.01, "decoder": "discretized", "data_range": (-1.0, 1.0),
+        "levels": 17}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("name, changes", [
+    ("digits_vp_cond", {"model.num_classes": 10, "training.label_dropout": 0.1, "training.steps": 6000}),
+    ("digits_vp_lv", {"model.learned_variance": True, "training.loss": "hybrid"}),
+])
+def test_shipped_configs_are_digits_vp_but_for_their_point(name, changes):
+    """The class-conditional and learned-variance recipes differ from digits_vp only where they mean
+    to (the learned-variance one trains exactly as long, with the same seeds, lr and batch)."""
+    base, config = _flat(_config("digits_vp").to_dict()), _flat(_config(name).to_dict())
+    assert base.keys() == config.keys()
+    assert {k: v for k, v in config.items() if base[k] != v} == changes
+    assert config["training.vlb_weight"] == 1e-3
+
+
+def test_checkpoints_from_before_the_new_keys_still_load(tmp_path):
+    """digits_vp.pt stores no model.num_classes / model.learned_variance: a missing key is its
+    default, both through config_from_checkpoint and against configs/digits_vp.py; a conditional
+    checkpoint is refused for an unconditional config, naming the key."""
+    from scoresde.assets import shipped_model
+    from scoresde.experiment import identity
+
+    path = shipped_model("digits_vp")
+    stored = checkpoint.checkpoint_config(path)
+    assert "num_classes" not in stored["model"] and "learned_variance" not in stored["model"]
+    rebuilt = config_from_checkpoint(path)
+    assert rebuilt.model.num_classes == 0 and rebuilt.model.learned_variance is False
+    config = _config("digits_vp")
+    assert identity(config) == identity(rebuilt) and "num_classes" not in identity(config)["model"]
+    checkpoint.load_checkpoint(path, config=identity(config))  # compares equal to the stored groups
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    a, b = load_trained(None, path), load_trained(config, path)
+    torch.testing.assert_close(a.eps(x, 0.3), b.eps(x, 0.3), rtol=0, atol=0)
+
+    cond = _conditional_gmm2d(5)
+    train(cond, tmp_path, progress=False, log=lambda msg: None)
+    assert config_from_checkpoint(checkpoint.latest_checkpoint(tmp_path)).model.num_classes == 9
+    with pytest.raises(ValueError, match=r"model\.num_classes: checkpoint 9, given <missing>"):
+        load_trained(_config("tiny_gmm2d"), tmp_path)

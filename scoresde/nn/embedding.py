@@ -8,6 +8,10 @@
   ``t`` or ``log sigma``.
 
 Both are computed in at least float32 and returned in ``c``'s dtype.
+
+:class:`ClassEmbedding` is the class-label counterpart (guided-diffusion's ``label_emb``, EDM's
+``map_label``): a learned table of ``num_classes + 1`` rows whose last row is the null label of
+classifier-free guidance, which :data:`scoresde.analytic.NULL_LABEL` (−1) selects.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from scoresde.analytic import NULL_LABEL
 
 EMBEDDINGS = ("sinusoidal", "fourier")
 
@@ -72,3 +78,61 @@ def time_embedding(kind: str, dim: int, fourier_scale: float = 16.0) -> nn.Modul
     if kind == "fourier":
         return GaussianFourierProjection(dim, fourier_scale)
     raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {kind!r}")
+
+
+class ClassEmbedding(nn.Module):
+    """``labels (batch,) -> (batch, dim)``: row ``label`` of a learned table, the null label's
+    (:data:`~scoresde.analytic.NULL_LABEL` = −1) being the extra last row ``num_classes``.
+
+    Initialised ``N(0, 1)`` (``nn.Embedding``'s default, as guided-diffusion's ``label_emb``).
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: Tensor) -> Tensor:
+        if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point() \
+                or labels.is_complex() or labels.dtype == torch.bool:
+            got = f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, Tensor) \
+                else type(labels).__name__
+            raise ValueError(f"class labels must be a (batch,) integer tensor, got {got}")
+        bad = (labels < NULL_LABEL) | (labels >= self.num_classes)
+        if bad.any():
+            raise ValueError(f"class labels must lie in 0..{self.num_classes - 1} (or {NULL_LABEL} for "
+                             f"the null label), got {sorted(set(labels[bad].tolist()))}")
+        return self.table(torch.where(labels == NULL_LABEL, self.num_classes, labels))
+
+
+def class_embedding(num_classes: int, dim: int) -> ClassEmbedding | None:
+    """The :class:`ClassEmbedding` of a network with ``num_classes`` classes; ``None`` for 0
+    (an unconditional network)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+    return ClassEmbedding(num_classes, dim) if num_classes else None
+
+
+def add_class_embedding(emb: Tensor, classes: ClassEmbedding | None, labels: Tensor | None) -> Tensor:
+    """``emb + classes(labels)`` (``emb`` of shape ``(batch, dim)``) for a class-conditional
+    network, ``emb`` for an unconditional one (``classes is None``).
+
+    Raises:
+        ValueError: labels given to an unconditional network, none given to a conditional one, or
+            not one label per sample.
+    """
+    if classes is None:
+        if labels is not None:
+            raise ValueError("this network is unconditional (num_classes=0) but was given class labels; "
+                             "build it with num_classes > 0 to condition on them")
+        return emb
+    if labels is None:
+        raise ValueError(f"this class-conditional network (num_classes={classes.num_classes}) needs one "
+                         f"label per sample, net(x, c, labels) (cond=labels; {NULL_LABEL} for the null "
+                         "label)")
+    if isinstance(labels, Tensor) and labels.shape != (emb.shape[0],):
+        raise ValueError(f"expected one class label per sample, shape ({emb.shape[0]},), "
+                         f"got {tuple(labels.shape)}")
+    return emb + classes(labels).to(emb.dtype)

@@ -1,6 +1,6 @@
 """A compact DDPM++-style U-Net (Ho et al. 2020; Song et al. 2021, "DDPM++") for images.
 
-    temb = W2 · SiLU(W1 · emb(c))                                  (width 4·channels)
+    temb = W2 · SiLU(W1 · emb(c)) [+ E[label]]                     (width 4·channels)
     ResBlock(x) = (skip(x) + h)/√2,  h = Conv(Drop(SiLU(GN(Conv(SiLU(GN(x))) + W·SiLU(temb)))))
     AttnBlock(x) = (x + Proj(softmax(QᵀK/√C) V))/√2                (one head, Q, K, V = 1×1 convs of GN(x))
 
@@ -11,6 +11,12 @@ level); a middle ResBlock–Attn–ResBlock; the mirror image upwards with ``num
 blocks per level, each taking the matching skip connection, and nearest ×2 upsampling + conv;
 GroupNorm, SiLU and a zero-initialised 3×3 output conv, so the untrained net outputs 0.
 The 1/√2 is score_sde's ``skip_rescale``.
+
+With ``num_classes > 0`` the network is class-conditional, ``net(x, c, labels)``: a learned class
+embedding ``E[label]`` (:class:`~scoresde.nn.embedding.ClassEmbedding`, the null label −1 its last
+row) is added to ``temb``, as guided-diffusion's ``label_emb``. With ``learned_variance`` the
+output conv has ``2·in_channels`` channels: the prediction, then the variance interpolation (the
+split ``ScoreModel(learned_variance=True)`` makes on axis 1).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scoresde.nn.embedding import time_embedding
+from scoresde.nn.embedding import add_class_embedding, class_embedding, time_embedding
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -100,7 +106,7 @@ class _Stage(nn.ModuleList):
 
 
 class UNet(nn.Module):
-    """``net(x, c) -> tensor shaped like x`` for images ``x`` of shape ``(B, in_channels, R, R)``.
+    """``net(x, c[, labels]) -> tensor shaped like x`` for images ``x`` of shape ``(B, in_channels, R, R)``.
 
     Args:
         in_channels: image channels (input and output).
@@ -112,11 +118,14 @@ class UNet(nn.Module):
         resolution: the image side ``R``; must be divisible by ``2^(len(channel_mult) − 1)``.
         embedding: ``"sinusoidal"`` or ``"fourier"`` time embedding.
         fourier_scale: scale of the Fourier embedding's random frequencies.
+        num_classes: number of classes of a class-conditional network (0: unconditional).
+        learned_variance: also output the variance interpolation (twice the output channels).
     """
 
     def __init__(self, in_channels: int = 3, channels: int = 64, channel_mult: Sequence[int] = (1, 2, 2),
                  num_res_blocks: int = 2, attn_resolutions: Sequence[int] = (16,), dropout: float = 0.1,
-                 resolution: int = 32, embedding: str = "sinusoidal", fourier_scale: float = 16.0):
+                 resolution: int = 32, embedding: str = "sinusoidal", fourier_scale: float = 16.0,
+                 num_classes: int = 0, learned_variance: bool = False):
         super().__init__()
         levels = len(channel_mult)
         if levels < 1 or resolution % 2 ** (levels - 1):
@@ -126,6 +135,7 @@ class UNet(nn.Module):
         temb_ch = 4 * channels
         self.embed = nn.Sequential(time_embedding(embedding, channels, fourier_scale),
                                    nn.Linear(channels, temb_ch), nn.SiLU(), nn.Linear(temb_ch, temb_ch))
+        self.classes = class_embedding(num_classes, temb_ch)
 
         def res_stage(in_ch: int, out_ch: int, res: int) -> _Stage:
             stage = _Stage([ResBlock(in_ch, out_ch, temb_ch, dropout)])
@@ -157,16 +167,16 @@ class UNet(nn.Module):
                 self.up[-1].append(Upsample(ch))
                 res *= 2
         self.norm_out = _norm(ch)
-        self.conv_out = nn.Conv2d(ch, in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(ch, 2 * in_channels if learned_variance else in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, labels: Tensor | None = None) -> Tensor:
         expected = (self.in_channels, self.resolution, self.resolution)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"UNet expects input of shape (batch, {', '.join(map(str, expected))}), "
                              f"got {tuple(x.shape)}")
-        temb = self.embed(c)
+        temb = add_class_embedding(self.embed(c), self.classes, labels)
         h = self.conv_in(x)
         hs = [h]
         for stage in self.down:
