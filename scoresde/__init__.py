@@ -4,8 +4,10 @@ interchangeable samplers, exact likelihoods, each checked against an analytic or
 from scoresde import grids, ode, samplers
 from scoresde.analytic import GaussianMixture
 from scoresde.bound import VariationalBound, variational_bound
+from scoresde.classifier import NoisyClassifier, classifier_loss, train_classifier
 from scoresde.encoding import encode, interpolate
 from scoresde.grid_search import optimize_grid
+from scoresde.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import CountingModel, DiffusionModel, Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
@@ -19,11 +21,14 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "BitsPerDim",
+    "ClassifierFreeGuidance",
+    "ClassifierGuidance",
     "CountingModel",
     "DiffusionModel",
     "GaussianMixture",
     "GeneratorNoise",
     "LikelihoodResult",
+    "NoisyClassifier",
     "PerSampleNoise",
     "Prediction",
     "SampleResult",
@@ -31,6 +36,7 @@ __all__ = [
     "SubVPSDE",
     "VariationalBound",
     "bits_per_dim",
+    "classifier_loss",
     "encode",
     "grids",
     "interpolate",
@@ -39,5 +45,6 @@ __all__ = [
     "optimize_grid",
     "sample",
     "samplers",
+    "train_classifier",
     "variational_bound",
 ]

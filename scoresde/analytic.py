@@ -16,7 +16,10 @@ is again a mixture with the formulas above (responsibilities over the label's co
 only). Every method taking ``labels`` (one per sample) is exact for ``p(x | c)``; the label
 :data:`NULL_LABEL` (−1) means "no condition" and gives the unconditional mixture, as the null
 label of classifier-free guidance does. ``score_model(sde, conditional=True)`` is a
-class-conditional network: it is called as ``net(x, c, labels)``.
+class-conditional network: it is called as ``net(x, c, labels)``. The exact noisy class
+posterior ``log p_t(c | x)`` (``class_log_posterior``) and its gradient
+``∇log p_t(x | c) − ∇log p_t(x)`` make ``classifier(sde)`` the exact classifier of classifier
+guidance.
 """
 
 from __future__ import annotations
@@ -110,6 +113,35 @@ class GaussianMixture:
         if not keep.any():
             raise ValueError(f"label {label} is not among the mixture's classes {self.classes}")
         return GaussianMixture(self.means[keep], self.stds[keep], self.weights[keep])
+
+    def class_log_posterior(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
+        """``log p_t(c | x)`` for every class (columns in the order of :attr:`classes`), ``(B, C)``
+        in float64: ``log Σ_{k: c_k = c} w_k N_k(x) − log Σ_k w_k N_k(x)`` at mean scale ``alpha``
+        and noise ``sigma`` (``alpha = 1, sigma = 0``: the data's ``p_0(c | x)``)."""
+        x = self._check(x)
+        alpha, sigma = as_time(alpha, x), as_time(sigma, x)
+        logp, _, _ = self._components(x, alpha, sigma)
+        member = self._labels().to(x.device)[:, None] == torch.tensor(self.classes, device=x.device)[None]
+        log_member = torch.where(member, 0.0, -math.inf).to(logp)  # (K, C)
+        joint = torch.logsumexp(logp[:, :, None] + log_member[None], dim=1)
+        return joint - torch.logsumexp(logp, dim=1, keepdim=True)
+
+    def class_log_posterior_at(self, sde: SDE, x: Tensor, t: float | Tensor) -> Tensor:
+        """Exact ``log p_t(c | x)`` under ``sde`` for every class, ``(B, C)`` (see
+        :meth:`class_log_posterior`)."""
+        t = as_time(t, x)
+        return self.class_log_posterior(x, sde.alpha(t), sde.sigma(t))
+
+    def class_log_posterior_grad_at(self, sde: SDE, x: Tensor, t: float | Tensor, labels: Tensor) -> Tensor:
+        """The exact classifier gradient ``∇_x log p_t(c | x) = ∇log p_t(x | c) − ∇log p_t(x)``
+        (Bayes' rule; ``log p(c)`` does not depend on x) for one label per sample, shaped like x."""
+        return self.score_at(sde, x, t, labels) - self.score_at(sde, x, t)
+
+    def classifier(self, sde: SDE) -> ExactClassifier:
+        """The exact noisy classifier ``(x, t, labels) -> log p_t(labels | x)`` under ``sde``, for
+        :class:`~scoresde.guidance.ClassifierGuidance`."""
+        self._labels()
+        return ExactClassifier(self, sde)
 
     @property
     def dim(self) -> int:
@@ -225,3 +257,30 @@ class _ExactNet(nn.Module):
             return score.to(x.dtype)
         pred = prediction_from_output("score", score, x64, alpha, sigma)
         return getattr(pred, self.prediction).to(x.dtype)
+
+
+class ExactClassifier:
+    """The mixture's exact noisy classifier: ``classifier(x, t, labels) -> log p_t(labels | x)``
+    per sample (float64, differentiable in ``x``), the protocol of
+    :class:`~scoresde.guidance.ClassifierGuidance`; build it with ``gmm.classifier(sde)``.
+
+    Its autograd gradient is the exact ``∇_x log p_t(c | x)``
+    (:meth:`GaussianMixture.class_log_posterior_grad_at` gives it in closed form).
+    """
+
+    def __init__(self, gmm: GaussianMixture, sde: SDE):
+        self.gmm, self.sde = gmm, sde
+        self.classes = torch.tensor(gmm.classes)
+
+    def __call__(self, x: Tensor, t: float | Tensor, labels: Tensor) -> Tensor:
+        labels = torch.as_tensor(labels)
+        if labels.shape != (x.shape[0],) or labels.is_floating_point():
+            raise ValueError(f"labels must be ({x.shape[0]},) integers (one per sample), got "
+                             f"{labels.dtype} of shape {tuple(labels.shape)}")
+        hit = labels.cpu()[:, None] == self.classes[None]
+        if not hit.any(1).all():
+            raise ValueError(f"a classifier needs a class among {self.gmm.classes} for every sample, got "
+                             f"{sorted(set(labels.cpu()[~hit.any(1)].tolist()))}")
+        column = hit.long().argmax(1).to(x.device)
+        log_post = self.gmm.class_log_posterior_at(self.sde, x, t)
+        return log_post.gather(1, column[:, None])[:, 0]

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from scoresde.nn.classifier import TimeClassifierConv, TimeClassifierMLP
 from scoresde.nn.ema import EMA
 from scoresde.nn.embedding import GaussianFourierProjection, sinusoidal_embedding
 from scoresde.nn.mlp import TimeMLP
@@ -43,6 +44,8 @@ __all__ = [
     "EMA",
     "NETWORKS",
     "GaussianFourierProjection",
+    "TimeClassifierConv",
+    "TimeClassifierMLP",
     "TimeMLP",
     "UNet",
     "build_network",
