@@ -8,6 +8,7 @@ from scoresde.classifier import NoisyClassifier, classifier_loss, train_classifi
 from scoresde.encoding import encode, interpolate
 from scoresde.grid_search import optimize_grid
 from scoresde.guidance import ClassifierFreeGuidance, ClassifierGuidance
+from scoresde.inpainting import InpaintResult, inpaint
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import CountingModel, DiffusionModel, Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
@@ -27,6 +28,7 @@ __all__ = [
     "DiffusionModel",
     "GaussianMixture",
     "GeneratorNoise",
+    "InpaintResult",
     "LikelihoodResult",
     "NoisyClassifier",
     "PerSampleNoise",
@@ -39,6 +41,7 @@ __all__ = [
     "classifier_loss",
     "encode",
     "grids",
+    "inpaint",
     "interpolate",
     "log_likelihood",
     "ode",

@@ -230,6 +230,43 @@ class GaussianMixture:
         net = _ExactNet(self, sde, prediction, time_input, conditional)
         return ScoreModel(net, sde, prediction, time_input)
 
+    def condition_on(self, mask: Tensor, values: Tensor) -> GaussianMixture:
+        """The exact conditional ``p_0(x_miss | x_obs = values_obs)``, a mixture over the missing
+        coordinates.
+
+        ``mask`` and ``values`` each hold D elements (any shape, read in row-major order, as
+        :meth:`sample` lays a sample out); ``mask`` is 1/True where a coordinate is observed ("known",
+        as in score_sde's inpainting and RePaint) and 0/False where it is missing. Entries of
+        ``values`` at missing coordinates are ignored (they may be NaN). With diagonal components
+        the missing coordinates are independent of the observed ones within a component, so
+
+            p_0(x_miss | y_obs) = Σ_k w'_k N(x_miss; μ_k,miss, diag(s_k,miss²)),
+            w'_k ∝ w_k · N(y_obs; μ_k,obs, diag(s_k,obs²)),
+
+        computed in log space. Component labels are kept. A component whose reweighted weight
+        underflows to 0 in float64 is dropped (it contributes nothing representable).
+        """
+        mask = torch.as_tensor(mask)
+        values = torch.as_tensor(values, dtype=torch.float64)
+        if mask.numel() != self.dim or values.numel() != self.dim:
+            raise ValueError(f"mask and values must have {self.dim} elements each, got shapes "
+                             f"{tuple(mask.shape)} and {tuple(values.shape)}")
+        obs = mask.flatten().to(torch.float64)
+        if not ((obs == 0) | (obs == 1)).all():
+            raise ValueError(f"mask must hold 0/1 (or bools), got values {sorted(set(obs.tolist()))[:6]}")
+        obs = obs.bool()
+        if obs.all():
+            raise ValueError("mask observes every coordinate: nothing is left to condition")
+        y = values.flatten()[obs]
+        if not torch.isfinite(y).all():
+            raise ValueError("values must be finite at the observed coordinates")
+        mu, s = self.means[:, obs], self.stds[:, obs]
+        log_lik = -0.5 * (((y - mu) / s) ** 2 + torch.log(2 * math.pi * s * s)).sum(-1)
+        w = torch.softmax(torch.log(self.weights) + log_lik, dim=0)
+        keep = w > 0
+        labels = None if self.labels is None else self.labels[keep]
+        return GaussianMixture(self.means[keep][:, ~obs], self.stds[keep][:, ~obs], w[keep], labels)
+
 
 class _ExactNet(nn.Module):
     """A "network" returning the exact ``prediction`` of a mixture's diffused marginals."""
