@@ -14,6 +14,7 @@ from scoresde.model import CountingModel, DiffusionModel, Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
 from scoresde.sampling import SampleResult, sample
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
+from scoresde.variance import AnalyticVariance, EpsMomentTable, estimate_eps_moment
 
 __version__ = "0.1.0"
 
@@ -21,11 +22,13 @@ __all__ = [
     "SDE",
     "VESDE",
     "VPSDE",
+    "AnalyticVariance",
     "BitsPerDim",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "CountingModel",
     "DiffusionModel",
+    "EpsMomentTable",
     "GaussianMixture",
     "GeneratorNoise",
     "InpaintResult",
@@ -40,6 +43,7 @@ __all__ = [
     "bits_per_dim",
     "classifier_loss",
     "encode",
+    "estimate_eps_moment",
     "grids",
     "inpaint",
     "interpolate",

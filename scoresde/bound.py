@@ -15,27 +15,41 @@ the bound is defined for every SDE here (DDPM's for VP, SMLD's for VE).
 
 * ``"posterior"``: β̃ (at k = 1, where β̃ = 0 for VP, the k = 2 value, as improved DDPM clips),
 * ``"beta"``: β (the forward transition variance),
-* a callable ``(x_k, t_k) -> log-variance`` (broadcastable to x), for learned variances.
+* ``"learned"``: the model's ``Σ_θ = exp(v·log β + (1 − v)·log β̃)`` (Nichol & Dhariwal 2021; β̃
+  clipped as above at k = 1, as improved DDPM's ``posterior_log_variance_clipped``),
+* ``"analytic"``: Analytic-DPM's ``β̃ + k²·x0_var`` (Bao et al. 2022, :mod:`scoresde.variance`),
+  at k = 1 (β̃ = 0 for VP) the model's ``x0_var`` itself, the optimal Gaussian decoder variance
+  (Bao et al.'s code keeps β̃_2 there),
+* ``"auto"`` (default): ``"learned"`` for a model with a learned variance, else ``"posterior"``,
+* a callable ``(x_k, t_k) -> log-variance`` (broadcastable to x).
 
 The decoder is ``"gaussian"`` (continuous data, density in nats) or ``"discretized"`` (8-bit
 data on ``levels`` evenly spaced values spanning ``data_range``, DDPM's discretized Gaussian with
-open end bins). Results are in nats per sample and in bits/dim.
+open end bins). Results are in nats per sample and in bits/dim. :func:`step_term` is one term
+``L_{k−1}`` at a given ``x_k``; the bound sums it over k and :func:`scoresde.losses.hybrid_loss`
+draws one k per sample.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
-from scoresde.grids import GridTable
 from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
-from scoresde.samplers.steps import ancestral_coefficients, gaussian_step
-from scoresde.sde import batch_coeff
+from scoresde.samplers.steps import (
+    VARIANCES,
+    Step,
+    analytic_variance,
+    gaussian_step,
+    learned_log_variance,
+    resolve_variance,
+)
+from scoresde.sde import SDE, batch_coeff
 
 DECODERS = ("gaussian", "discretized")
 Variance = str | Callable[[Tensor, Tensor], Tensor]
@@ -95,11 +109,99 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor,
     return logp.flatten(1).sum(1)
 
 
-def _logvar(variance: Variance, posterior_var: Tensor, beta: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
+def check_decoder(decoder: str) -> None:
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+
+
+def check_variance(variance: Variance) -> None:
+    if not (callable(variance) or variance in VARIANCES):
+        raise ValueError(f"variance must be one of {VARIANCES} or a callable, got {variance!r}")
+
+
+def _model_logvar(variance: Variance, step: Step, clip_std: Tensor, pred: Prediction, t: Tensor) -> Tensor:
+    """``log`` of p_θ's variance (float64, broadcastable to ``pred.x``); ``clip_std``: the step's
+    β̃^½ with improved DDPM's clip at k = 1."""
+    x_t = pred.x
     if callable(variance):
-        return torch.broadcast_to(variance(x_t, t), x_t.shape).to(x_t.dtype)
-    v = posterior_var if variance == "posterior" else beta
-    return torch.log(batch_coeff(v, x_t)).expand_as(x_t)
+        return torch.broadcast_to(variance(x_t, t), x_t.shape).to(torch.float64)
+    variance = resolve_variance(variance, pred, "posterior")
+    log_clip = 2.0 * torch.log(batch_coeff(clip_std, x_t.to(torch.float64)))
+    if variance == "posterior":
+        return log_clip
+    log_beta = 2.0 * torch.log(batch_coeff(step.forward_std, x_t.to(torch.float64)))
+    if variance == "beta":
+        return log_beta
+    if variance == "learned":
+        return learned_log_variance(pred.var_interp, log_clip, log_beta)
+    var = analytic_variance(step.posterior_std ** 2, step.x0_coef(1.0), pred.x0_var)
+    if not (var > 0).all():
+        raise ValueError(f"the analytic variance is {float(var.min()):.3g} at t={float(t.min()):.4g}: "
+                         "x0_var = 0 where the posterior variance β̃ = 0 (the decoder step), i.e. the Γ "
+                         "table's estimate reached 1 there; estimate it on more data")
+    return torch.log(var)
+
+
+def step_term(sde: SDE, k: int | Tensor, x0: Tensor, eps: Tensor, pred: Prediction, *,
+              variance: Variance = "auto", decoder: str = "gaussian",
+              data_range: tuple[float, float] = (-1.0, 1.0), levels: int = 256) -> Tensor:
+    """The bound's term ``L_{k−1}`` (nats per sample) at ``x_k = pred.x = alpha_k·x0 + sigma_k·eps``.
+
+    ``k`` (an int, or one per sample ``(batch,)``) is the step from ``τ_k = k/N`` to ``τ_{k−1}``:
+    for ``k ≥ 2`` ``KL(q(x_{k−1} | x_k, x0) ‖ p_θ(x_{k−1} | x_k))``, for ``k = 1`` the decoder's
+    ``−log p_θ(x0 | x_1)``. ``pred`` is the model's prediction at ``(x_k, τ_k)``; ``x0`` is continuous
+    data, or for ``decoder="discretized"`` data on the ``levels`` values spanning ``data_range``.
+    With per-sample ``k`` the decoder and KL samples are computed apart, so neither branch's
+    values (or gradients) reach the other.
+    """
+    N = sde.require_N("the DDPM variational bound")
+    k = torch.as_tensor(k, device=x0.device)
+    if k.is_floating_point() or (k < 1).any() or (k > N).any():
+        raise ValueError(f"k must be integer steps in [1, N={N}], got {k.tolist() if k.numel() < 9 else k}")
+    options = {"variance": variance, "decoder": decoder, "data_range": data_range, "levels": levels}
+    if k.ndim == 0:
+        return _term(N, sde, k, x0, eps, pred, **options)
+    out = torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device)
+    for mask in (k == 1, k > 1):
+        if mask.all():
+            return _term(N, sde, k, x0, eps, pred, **options)
+        if mask.any():
+            value = _term(N, sde, k[mask], x0[mask], eps[mask], _take(pred, mask), **options)
+            out = out.index_put((mask,), value)
+    return out
+
+
+def _term(N: int, sde: SDE, k: Tensor, x0: Tensor, eps: Tensor, pred: Prediction, *, variance: Variance,
+          decoder: str, data_range: tuple[float, float], levels: int) -> Tensor:
+    """:func:`step_term` for steps ``k`` that are all 1 (the decoder) or all ≥ 2 (KL terms)."""
+    k = k.to(torch.float64)
+    first = bool((k == 1).all())
+    step = Step.between(sde, k / N, (k - 1.0) / N)
+    clip_std = step.posterior_std
+    if first:  # β̃_1 = 0 for VP: improved DDPM's clip to β̃_2 (β_1 if N = 1)
+        ones = torch.ones_like(k)
+        fallback = Step.between(sde, 2.0 / N * ones, ones / N).posterior_std if N >= 2 else step.forward_std
+        clip_std = torch.where(clip_std == 0, fallback, clip_std)
+    mean_model = gaussian_step(pred, step.alpha_s, step.eps_coef(1.0), None, None)
+    logvar_model = _model_logvar(variance, step, clip_std, pred, k / N)
+    if first:
+        if decoder == "gaussian":
+            return 0.5 * ((x0 - mean_model) ** 2 * torch.exp(-logvar_model) + logvar_model
+                          + math.log(2 * math.pi)).flatten(1).sum(1)
+        lo, hi = data_range
+        half_bin = (hi - lo) / (2 * (levels - 1))
+        return -discretized_gaussian_log_likelihood(x0, mean_model, logvar_model, half_bin, lo, hi)
+    truth = Prediction(x=pred.x, alpha=pred.alpha, sigma=pred.sigma, x0=x0, eps=eps)
+    mean_q = gaussian_step(truth, step.alpha_s, step.eps_coef(1.0), None, None)
+    logvar_q = 2.0 * torch.log(batch_coeff(step.posterior_std, x0.to(torch.float64)))
+    return gaussian_kl(mean_q, logvar_q, mean_model, logvar_model)
+
+
+def _take(pred: Prediction, mask: Tensor) -> Prediction:
+    """The samples ``mask`` of ``pred`` (fields without a batch axis are kept whole)."""
+    def take(v: Tensor | None) -> Tensor | None:
+        return v[mask] if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == mask.shape[0] else v
+    return Prediction(**{f.name: take(getattr(pred, f.name)) for f in fields(pred)})
 
 
 def variational_bound(
@@ -107,28 +209,28 @@ def variational_bound(
     x0: Tensor,
     *,
     cond: Cond = None,
-    variance: Variance = "posterior",
+    variance: Variance = "auto",
     decoder: str = "gaussian",
     data_range: tuple[float, float] = (-1.0, 1.0),
     levels: int = 256,
     generator: torch.Generator | NoiseSource | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> VariationalBound:
     """The N-step DDPM bound on ``−log p(x0)`` for ``model`` (N = ``model.sde.N``).
 
     ``x0``: continuous data (``decoder="gaussian"``) or, for ``decoder="discretized"``, integer
-    pixels in ``[0, levels − 1]`` mapped to ``lo + (hi − lo)·pixel/(levels − 1)``. ``cond`` is
-    passed to every network call (the bound is then on ``−log p(x0 | cond)``).
+    pixels in ``[0, levels − 1]`` mapped to ``lo + (hi − lo)·pixel/(levels − 1)`` in ``dtype``
+    (pass ``torch.float32`` for a float32 network). ``cond`` is passed to every network call (the
+    bound is then on ``−log p(x0 | cond)``). ``variance``: see the module docstring.
     """
     check_model(model)
-    if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-    if not (callable(variance) or variance in ("posterior", "beta")):
-        raise ValueError(f"variance must be 'posterior', 'beta' or a callable, got {variance!r}")
+    check_decoder(decoder)
+    check_variance(variance)
     lo, hi = data_range
     if decoder == "discretized":
         if x0.is_floating_point() or x0.min() < 0 or x0.max() > levels - 1:
             raise ValueError(f"decoder='discretized' needs integer pixels in [0, {levels - 1}]")
-        x0 = lo + (hi - lo) * x0.to(torch.float64) / (levels - 1)
+        x0 = (lo + (hi - lo) * x0.to(torch.float64) / (levels - 1)).to(dtype)
     elif not x0.is_floating_point():
         raise ValueError("decoder='gaussian' needs floating-point data")
     if x0.ndim < 2 or not torch.isfinite(x0).all():
@@ -139,11 +241,6 @@ def variational_bound(
     N = sde.require_N("the DDPM variational bound")
     counting = CountingModel(model, cond)
     taus = torch.arange(N + 1, dtype=torch.float64) / N
-    table = GridTable.build(sde, taus.flip(0))  # step N − k goes from τ_k to τ_{k−1}
-
-    def q_sample(k: int) -> tuple[Tensor, Tensor]:
-        eps = noise.randn(tuple(x0.shape), x0.dtype, x0.device)
-        return batch_coeff(sde.alpha(taus[k]), x0) * x0 + batch_coeff(sde.sigma(taus[k]), x0) * eps, eps
 
     # L_T
     mean_T = batch_coeff(sde.alpha(taus[N]), x0) * x0
@@ -154,30 +251,14 @@ def variational_bound(
     kls = []
     decoder_term = None
     for k in range(N, 0, -1):
-        t = taus[k]
-        x_t, eps_true = q_sample(k)
-        alpha_s, eps_coef, post_std = ancestral_coefficients(table, N - k, "posterior")
-        _, _, beta_std = ancestral_coefficients(table, N - k, "beta")
-        post_var = post_std**2
-        if post_var == 0:  # k = 1 for VP: β̃_1 = 0; use β̃_2 as improved DDPM does (β_1 if N = 1)
-            post_var = (ancestral_coefficients(table, N - 2, "posterior")[2] ** 2
-                        if N >= 2 else beta_std**2)
-        pred = counting.predict(x_t, t)
-        truth = Prediction(x=x_t, alpha=pred.alpha, sigma=pred.sigma, x0=x0, eps=eps_true)
-        zero = torch.zeros((), dtype=torch.float64)
-        mean_model = gaussian_step(pred, alpha_s, eps_coef, zero, None)
-        logvar_model = _logvar(variance, post_var, beta_std**2, x_t, t)
+        eps = noise.randn(tuple(x0.shape), x0.dtype, x0.device)
+        x_t = batch_coeff(sde.alpha(taus[k]), x0) * x0 + batch_coeff(sde.sigma(taus[k]), x0) * eps
+        term = step_term(sde, k, x0, eps, counting.predict(x_t, taus[k]), variance=variance, decoder=decoder,
+                         data_range=data_range, levels=levels)
         if k > 1:
-            mean_q = gaussian_step(truth, alpha_s, eps_coef, zero, None)
-            logvar_q = torch.log(batch_coeff(post_std**2, x_t)).expand_as(x_t)
-            kls.append(gaussian_kl(mean_q, logvar_q, mean_model, logvar_model))
-        elif decoder == "gaussian":
-            decoder_term = 0.5 * ((x0 - mean_model) ** 2 * torch.exp(-logvar_model) + logvar_model
-                                  + math.log(2 * math.pi)).flatten(1).sum(1)
+            kls.append(term)
         else:
-            half_bin = (hi - lo) / (2 * (levels - 1))
-            decoder_term = -discretized_gaussian_log_likelihood(x0, mean_model, logvar_model,
-                                                                half_bin, lo, hi)
+            decoder_term = term
     kl = torch.stack(kls[::-1]) if kls else x0.new_zeros(0, x0.shape[0])
     return VariationalBound(prior=prior, kl=kl, decoder=decoder_term, dim=x0[0].numel(),
                             nfe=counting.nfe)

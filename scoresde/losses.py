@@ -18,6 +18,10 @@ differ only in how ``t`` is drawn and in ``w``:
 * :func:`smld_loss` — Song & Ermon 2019 for the VE SDE: ``i ~ U{0..N−1}`` at ``t_i = i/(N − 1)``,
   so ``sigma(t_i)`` is the i-th noise level of ``VESDE.discrete_sigmas``; ``λ = sigma_i²``.
 
+* :func:`hybrid_loss` — improved DDPM's ``L_simple + λ·L_vlb`` (Nichol & Dhariwal 2021) for a
+  model with a learned variance: DDPM's simple loss plus the variational bound's term at the same
+  draw, whose mean is frozen so that it trains only the variance.
+
 ``reduce_mean`` averages the squared error over the data dimensions (else sums it); the result
 is then averaged over the batch. Times are drawn first, then ``z``, both from the ``generator``.
 ``cond`` (a tensor with the batch first, or a dict of network keyword arguments) is passed to
@@ -26,13 +30,29 @@ the model unchanged: a conditional model learns ``eps(x_t, t, cond)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from scoresde.model import Cond, DiffusionModel, check_times
+from scoresde.bound import check_decoder, step_term
+from scoresde.model import Cond, DiffusionModel, check_cond, check_times
 from scoresde.sde import VESDE, batch_coeff
+
+
+def _perturb(model: DiffusionModel, x0: Tensor, t: Tensor,
+             generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``(x_t, z)`` with ``x_t = alpha(t)·x0 + sigma(t)·z``, ``z`` drawn from ``generator``."""
+    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    return batch_coeff(model.sde.alpha(t), x0) * x0 + batch_coeff(model.sde.sigma(t), x0) * z, z
+
+
+def _squared_error(eps: Tensor, z: Tensor, reduce_mean: bool) -> Tensor:
+    """``||eps − z||²`` per sample, averaged (``reduce_mean``) or summed over the data dimensions."""
+    err = (eps - z).square().flatten(1)
+    return err.mean(1) if reduce_mean else err.sum(1)
 
 
 def _noise_matching(
@@ -46,10 +66,8 @@ def _noise_matching(
     reduce_mean: bool = True,
 ) -> Tensor:
     """``mean_batch[ w(t) · reduce_dims ||eps_θ(x_t, t) − z||² ]`` at float64 times ``t`` (batch,)."""
-    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    x_t = batch_coeff(model.sde.alpha(t), x0) * x0 + batch_coeff(model.sde.sigma(t), x0) * z
-    err = (model.predict(x_t, t, cond).eps - z).square().flatten(1)
-    per_sample = err.mean(1) if reduce_mean else err.sum(1)
+    x_t, z = _perturb(model, x0, t, generator)
+    per_sample = _squared_error(model.predict(x_t, t, cond).eps, z, reduce_mean)
     if weight is not None:
         per_sample = per_sample * weight.to(per_sample)
     return per_sample.mean()
@@ -128,12 +146,99 @@ def smld_loss(model: DiffusionModel, x0: Tensor, generator: torch.Generator, *, 
     return _noise_matching(model, x0, t, generator, cond=cond, reduce_mean=reduce_mean)
 
 
+def hybrid_loss(
+    model: DiffusionModel,
+    x0: Tensor,
+    generator: torch.Generator,
+    *,
+    cond: Cond = None,
+    vlb_weight: float = 1e-3,
+    reduce_mean: bool = True,
+    decoder: str = "gaussian",
+    data_range: tuple[float, float] = (-1.0, 1.0),
+    levels: int = 256,
+    step: int | Tensor | None = None,
+) -> Tensor:
+    """Improved DDPM's hybrid objective ``L_simple + λ·L_vlb`` (Nichol & Dhariwal 2021, eq. 16).
+
+    Per sample, with ``i ~ U{0..N−1}`` (step ``k = i + 1`` of the bound, ``t_i = (i + 1)/N``),
+    ``z ~ N(0, I)`` and ``x_t = alpha·x0 + sigma·z`` (times drawn first, then ``z``):
+
+        loss = ||eps_θ(x_t, t_i) − z||²  +  λ·N·L_{k−1}(x0, x_t; mean frozen) / (ln 2 · D),
+
+    averaged over the batch. ``L_{k−1}`` is the variational bound's term at that draw
+    (:func:`scoresde.bound.step_term` with the model's learned Σ): for ``k ≥ 2`` the KL of the true
+    posterior ``q(x_{t_{i−1}} | x_t, x0)`` to ``p_θ``, for ``k = 1`` the decoder's
+    ``−log p_θ(x0 | x_{t_0})``. In it the prediction's ``x0`` and ``eps`` are detached (improved
+    DDPM's stop-gradient), so ``L_vlb`` trains only the variance interpolation ``v`` and the mean
+    learns from ``L_simple`` alone.
+
+    Units, as improved-diffusion's ``RESCALED_MSE`` (``gaussian_diffusion.training_losses``):
+    ``L_simple`` is the per-dimension mean squared error (``reduce_mean``) and the bound's term is
+    in bits per dimension (nats / (ln 2 · D)), times ``N`` so that ``N·E_k[L_{k−1}]`` estimates the
+    whole ``L_vlb`` (the prior term ``L_T`` does not depend on θ and is left out); their
+    ``vb·N/1000`` is this with ``λ = 10⁻³``. With ``reduce_mean=False`` both parts are summed over
+    the dimensions instead (the bound's term in bits).
+
+    Args:
+        model: a model with a learned variance (``ScoreModel(..., learned_variance=True)``).
+        x0: a data batch; for ``decoder="discretized"`` on the ``levels`` values spanning
+            ``data_range`` (image data as :mod:`scoresde.data` returns it).
+        generator: source of the steps and the noise.
+        cond: the batch's condition, passed to the model.
+        vlb_weight: λ (improved DDPM's 10⁻³).
+        reduce_mean: mean over data dimensions (else sum), before the batch mean.
+        decoder: ``"gaussian"`` (continuous data) or ``"discretized"`` (image data), as the bound.
+        data_range, levels: the pixel grid of ``decoder="discretized"``.
+        step: evaluate at these step indices ``i`` (an int or ``(batch,)``) instead of drawing
+            them; for tests and diagnostics.
+    """
+    N = model.sde.require_N("the hybrid loss (a discrete-time bound)")
+    check_decoder(decoder)
+    if not vlb_weight >= 0:
+        raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
+    check_cond(cond, x0.shape[0])
+    if decoder == "discretized":
+        _check_on_pixel_grid(x0, data_range, levels)
+    if step is None:
+        i = _uniform_index(model, x0, generator)
+    else:
+        i = torch.as_tensor(step, dtype=torch.float64, device=x0.device)
+        if i.shape not in ((), (x0.shape[0],)):
+            raise ValueError(f"step must be an int or one per sample ({x0.shape[0]},), "
+                             f"got shape {tuple(i.shape)}")
+        i = i.expand(x0.shape[0])
+        if (i != i.round()).any() or (i < 0).any() or (i > N - 1).any():
+            raise ValueError(f"step must be integers in [0, {N - 1}], got {step!r}")
+    t = (i + 1.0) / N
+    x_t, z = _perturb(model, x0, t, generator)
+    pred = model.predict(x_t, t, cond)
+    if pred.var_interp is None:
+        raise ValueError("hybrid_loss trains a learned variance: the model's predictions have no var_interp "
+                         "(build it as ScoreModel(..., learned_variance=True)); use ddpm_loss otherwise")
+    simple = _squared_error(pred.eps, z, reduce_mean)
+    frozen = replace(pred, x0=pred.x0.detach(), eps=pred.eps.detach())
+    term = step_term(model.sde, i.long() + 1, x0, z, frozen, variance="learned", decoder=decoder,
+                     data_range=data_range, levels=levels)
+    scale = N / (math.log(2.0) * (x0[0].numel() if reduce_mean else 1))
+    return (simple + vlb_weight * scale * term.to(simple.dtype)).mean()
+
+
+def _check_on_pixel_grid(x0: Tensor, data_range: tuple[float, float], levels: int) -> None:
+    """Refuse data off the ``levels`` values ``lo + (hi − lo)·p/(levels − 1)`` (to 10⁻³ of a bin)."""
+    lo, hi = data_range
+    p = (x0.to(torch.float64) - lo) / (hi - lo) * (levels - 1)
+    if (p < -1e-3).any() or (p > levels - 1 + 1e-3).any() or ((p - p.round()).abs() > 1e-3).any():
+        raise ValueError(f"decoder='discretized' needs data on the {levels} values spanning data_range "
+                         f"{tuple(data_range)} (as scoresde.data returns images); got values off that grid")
+
+
 LossFn = Callable[..., Tensor]
-LOSSES: dict[str, LossFn] = {"dsm": dsm_loss, "ddpm": ddpm_loss, "smld": smld_loss}
+LOSSES: dict[str, LossFn] = {"dsm": dsm_loss, "ddpm": ddpm_loss, "smld": smld_loss, "hybrid": hybrid_loss}
 
 
 def get_loss(name: str) -> LossFn:
-    """The loss registered under ``name`` (``"dsm"``, ``"ddpm"`` or ``"smld"``)."""
+    """The loss registered under ``name`` (``"dsm"``, ``"ddpm"``, ``"smld"`` or ``"hybrid"``)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; available: {sorted(LOSSES)}")
     return LOSSES[name]

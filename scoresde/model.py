@@ -91,6 +91,9 @@ class Prediction:
     ``alpha`` and ``sigma`` are broadcast against ``x`` in its dtype. ``score`` is infinite
     where ``sigma = 0``; samplers never evaluate the model there. ``var_interp`` is the learned
     variance interpolation ``v`` (shaped like ``x``) of a model that has one, else ``None``.
+    ``x0_var`` is the mean per-dimension posterior variance of x0 given x_t, ``E‖x0 − E[x0|x_t]‖²/d``
+    (float64, broadcastable against ``x``), attached by
+    :class:`~scoresde.variance.AnalyticVariance` for Analytic-DPM's optimal reverse variance.
     """
 
     x: Tensor
@@ -99,6 +102,7 @@ class Prediction:
     x0: Tensor
     eps: Tensor
     var_interp: Tensor | None = None
+    x0_var: Tensor | None = None
 
     @property
     def score(self) -> Tensor:

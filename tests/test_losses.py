@@ -181,6 +181,6 @@ def test_bad_arguments():
             dsm_loss(model, torch.zeros(4, 3), _gen(0), eps=eps)
     with pytest.raises(ValueError, match="times must lie"):
         dsm_loss(model, torch.zeros(4, 3), _gen(0), t=1.5)
-    assert set(LOSSES) == {"dsm", "ddpm", "smld"} and get_loss("ddpm") is ddpm_loss
-    with pytest.raises(ValueError, match=r"'ddpm', 'dsm', 'smld'"):
+    assert set(LOSSES) == {"dsm", "ddpm", "smld", "hybrid"} and get_loss("ddpm") is ddpm_loss
+    with pytest.raises(ValueError, match=r"'ddpm', 'dsm', 'hybrid', 'smld'"):
         get_loss("nope")

@@ -3,11 +3,19 @@
 ``x_s = alpha_s·x0 + sqrt(sigma_s² − c²)·eps + c·z`` with ``c = η·σ̃`` (see ``steps``):
 η = 0 is deterministic (``x̄_s = x̄_t + (σ̄_s − σ̄_t)·eps``), η = 1 is DDPM ancestral sampling
 with the posterior variance. The step that ends the grid adds no noise.
+
+``variance`` chooses the noise while the mean stays DDIM-η's (:mod:`scoresde.samplers.steps`):
+``"posterior"`` is the ``c`` above; ``"learned"`` draws ``η·sqrt(Σ_θ)`` with the model's learned
+Σ (η = 1: the learned ancestral step; η = 0 stays deterministic); ``"analytic"`` draws
+Analytic-DPM's optimal ``sqrt(η²σ̃² + k²·x0_var)`` for the member ``c = η·σ̃`` — at η = 0 that is
+Bao et al.'s Analytic-DDIM, which is stochastic; ``"auto"`` (default) is ``"learned"`` for a model
+with a learned variance, else ``"posterior"``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import Tensor
 
@@ -15,14 +23,20 @@ from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
 from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
-from scoresde.samplers.steps import ddim_coefficients, gaussian_step
+from scoresde.samplers.steps import resolve_variance, reverse_step
+
+DDIMVariance = Literal["auto", "posterior", "learned", "analytic"]
 
 
 @dataclass(frozen=True)
 class DDIMOptions(SamplerOptions):
-    """``eta`` ∈ [0, 1]: 0 is the deterministic PF-ODE Euler step, 1 DDPM ancestral with β̃."""
+    """``eta`` ∈ [0, 1]: 0 is the deterministic PF-ODE Euler step, 1 DDPM ancestral with β̃;
+    ``variance``: the noise, ``η·σ̃`` (``"posterior"``), η times the model's learned Σ
+    (``"learned"``), Analytic-DPM's (``"analytic"``, stochastic even at η = 0); ``"auto"``: learned
+    if the model has it, else posterior."""
 
     eta: float = 0.0
+    variance: DDIMVariance = "auto"
 
     def validate(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
@@ -30,7 +44,7 @@ class DDIMOptions(SamplerOptions):
 
     @property
     def stochastic(self) -> bool:
-        return self.eta > 0
+        return self.eta > 0 or self.variance == "analytic"
 
 
 def ddim(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | None,
@@ -39,9 +53,9 @@ def ddim(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource | 
     n = grid.steps
     for i in range(n):
         pred = model.predict(x, grid.t[i])
-        alpha_s, eps_coef, noise_std = ddim_coefficients(grid, i, options.eta)
-        z = noise.randn(x.shape, x.dtype, x.device) if options.eta > 0 and i < n - 1 else None
-        x = gaussian_step(pred, alpha_s, eps_coef, noise_std, z)
+        variance = resolve_variance(options.variance, pred, "posterior")
+        z = noise.randn(x.shape, x.dtype, x.device) if options.stochastic and i < n - 1 else None
+        x = reverse_step(pred, grid, i, z, eta=options.eta, variance=variance)
         report(callback, i, grid.t[i + 1], x, pred)
     return x
 

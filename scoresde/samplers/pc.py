@@ -7,7 +7,8 @@ Predictors
     ``reverse_diffusion``  ``x_s = x_t − f + G²·score + G·z`` with ``(f, G) = sde.discretize``
                            (DDPM form for VP, SMLD for VE, Euler–Maruyama for sub-VP);
     ``euler_maruyama``     ``x_s = x_t − (f(t)·x_t − g²·score)·dt + g·sqrt(dt)·z``;
-    ``ancestral``          the DDPM posterior step (``variance`` "posterior" or "beta");
+    ``ancestral``          the DDPM posterior step (``variance`` "beta", "posterior",
+                           "learned" or "analytic"; "auto": learned if the model has it, else beta);
     ``none``               corrector only.
 Correctors (step size ε, then ``x ← x + ε·score + sqrt(2ε)·z``)
     ``langevin``           ``ε = 2·a·(snr·‖z‖/‖score‖)²`` with ``a = (alpha_t/alpha_s)²``
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -41,7 +41,7 @@ from scoresde.model import CountingModel, Prediction
 from scoresde.noise import NoiseSource
 from scoresde.registry import Registry
 from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec, report
-from scoresde.samplers.steps import ancestral_coefficients, gaussian_step
+from scoresde.samplers.steps import Variance, resolve_variance, reverse_step
 from scoresde.sde import SDE, batch_coeff
 
 # (sde, grid, i, pred at grid.t[i], z or None, options) -> x at grid.t[i + 1]
@@ -78,8 +78,8 @@ def euler_maruyama(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tenso
 
 def ancestral_predictor(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tensor | None,
                         options: PCOptions) -> Tensor:
-    """The DDPM posterior step with ``options.variance``."""
-    return gaussian_step(pred, *ancestral_coefficients(grid, i, options.variance), z)
+    """The DDPM posterior step with ``options.variance`` (``"auto"``: learned if the model has it, else β)."""
+    return reverse_step(pred, grid, i, z, variance=resolve_variance(options.variance, pred, "beta"))
 
 
 def _langevin_update(pred: Prediction, step: Tensor, z: Tensor) -> Tensor:
@@ -119,13 +119,14 @@ CORRECTORS.register("annealed_langevin", annealed_langevin)
 class PCOptions(SamplerOptions):
     """``predictor``/``corrector``: a registered name or ``"none"``; ``snr``: Langevin's
     signal-to-noise ratio; ``n_corrector``: Langevin steps per time; ``variance``: the ancestral
-    predictor's noise (score_sde's ``"beta"`` by default)."""
+    predictor's noise: ``"beta"`` (score_sde's), ``"posterior"``, ``"learned"``, ``"analytic"``
+    (see :mod:`~scoresde.samplers.steps`), ``"auto"`` (default): learned if the model has it, else beta."""
 
     predictor: str = "reverse_diffusion"
     corrector: str = "langevin"
     snr: float = 0.16
     n_corrector: int = 1
-    variance: Literal["beta", "posterior"] = "beta"
+    variance: Variance = "auto"
 
     def validate(self) -> None:
         for name, registry in (("predictor", PREDICTORS), ("corrector", CORRECTORS)):

@@ -445,7 +445,10 @@ def test_unknown_options(vp_model):
         sd.sample(vp_model, (2, 2), "pc", 5, generator=gen(), corrector="hmc")
     with pytest.raises(ValueError, match=r"unknown ODE method 'rk45'.*dopri5"):
         sd.sample(vp_model, (2, 2), "ode", 5, generator=gen(), method="rk45")
-    with pytest.raises(ValueError, match=r"'variance' must be one of 'posterior', 'beta', got 'learned'"):
+    with pytest.raises(ValueError, match=r"'variance' must be one of 'auto', 'posterior', 'beta', 'learned', "
+                                         r"'analytic', got 'small'"):
+        sd.sample(vp_model, (2, 2), "ancestral", 5, generator=gen(), variance="small")
+    with pytest.raises(ValueError, match=r"variance='learned' needs a model with a learned variance"):
         sd.sample(vp_model, (2, 2), "ancestral", 5, generator=gen(), variance="learned")
     with pytest.raises(ValueError, match=r"unknown grid 'cosine'.*karras"):
         sd.sample(vp_model, (2, 2), "ddim", 5, generator=gen(), grid="cosine")
