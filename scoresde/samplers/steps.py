@@ -119,13 +119,6 @@ def ddim_coefficients(grid: GridTable, i: int, eta: float) -> tuple[Tensor, Tens
     return step.alpha_s, step.eps_coef(eta), eta * step.posterior_std
 
 
-def ancestral_coefficients(grid: GridTable, i: int, variance: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Posterior mean with noise std ``σ̃`` (``"posterior"``) or ``σ_{t|s}`` (``"beta"``), step ``i``."""
-    step = Step.of(grid, i)
-    noise = step.posterior_std if variance == "posterior" else step.forward_std
-    return step.alpha_s, step.eps_coef(1.0), noise
-
-
 def resolve_variance(variance: str, pred: Prediction, fallback: str) -> str:
     """``"auto"`` → ``"learned"`` when the model has a learned variance, else ``fallback``; a
     ``"learned"`` or ``"analytic"`` request on a prediction that lacks its field is an error."""
