@@ -65,6 +65,15 @@ def default_config() -> ConfigDict:
     sampling.n = 1000
     sampling.seed = 1
 
+    config.inpaint = inpaint = ConfigDict()  # scoresde inpaint: the mask and the method
+    inpaint.mask = "right_half"  # left_half | right_half | top_half | bottom_half | center | random
+    inpaint.observed_fraction = 0.5  # mask "random": the share of coordinates observed, per sample
+    inpaint.method = "repaint"  # replace | repaint | ddim (scoresde.inpaint)
+    inpaint.steps = 100
+    inpaint.jump_length = 10  # RePaint's j and r
+    inpaint.n_resample = 10
+    inpaint.n = 16  # test points completed
+
     config.eval = evaluation = ConfigDict()
     evaluation.n_test = 0
     evaluation.batch_size = 256

@@ -24,6 +24,10 @@ Modes (one module each in this package; shared plumbing in ``common``):
   reconstruct  encode a test batch to latents with a deterministic sampler (ddim by default)
                and decode it back; writes originals and reconstructions side by side in
                DIR/reconstruct.png (+ .npz) and prints the per-dimension MSE.
+  inpaint      complete --n test points whose config `inpaint.mask` part is missing, with
+               `inpaint.method` (replace | repaint | ddim, scoresde.inpaint) at --steps (default
+               inpaint.steps); writes masked inputs, completions and truths side by side to
+               DIR/inpaint.png (+ .npz) and prints NFE and the MSE on the missing part.
   interpolate  decode --n_interp slerp interpolations between the latents of pairs of test
                points; writes a strip per pair to DIR/interpolate.png (+ .npz).
   demo         the researcher's loop on the shipped trained digits model (digits_vp, package
@@ -35,6 +39,9 @@ Examples:
   scoresde train --config=configs/digits_vp.py --workdir=models/digits_vp
   scoresde train --config=configs/gmm2d_vp.py --workdir=runs/gmm --config.training.steps=500
   scoresde sample --model_dir=digits_vp --workdir=out --sampler=pc --steps=100
+  scoresde sample --model_dir=digits_vp_cond --workdir=out --class=3 --guidance=2.0
+  scoresde inpaint --model_dir=digits_vp --workdir=out --config=configs/digits_vp.py \\
+      --config.inpaint.mask=top_half --config.inpaint.method=repaint
   scoresde sample --config=configs/gmm2d_vp.py --workdir=runs/gmm --sampler=ode \\
       --sampler_options=method=dopri5,rtol=1e-5,atol=1e-5
   scoresde likelihood --model_dir=digits_vp --workdir=out --n=100
@@ -57,6 +64,7 @@ from scoresde.cli import (
     common,
     demo,
     export,
+    inpaint,
     interpolate,
     likelihood,
     reconstruct,
@@ -69,7 +77,7 @@ from scoresde.cli.common import FLAGS, fail, parse_flags
 
 MODES: dict[str, Callable[[], None]] = {
     module.__name__.rsplit(".", 1)[-1]: module.main
-    for module in (train, export, sample, likelihood, bench, reconstruct, interpolate, demo)
+    for module in (train, export, sample, likelihood, bench, reconstruct, inpaint, interpolate, demo)
 }
 # Errors that mean "bad input or missing files": reported as one line, not a traceback
 # (--verbosity=1 logs the traceback too).

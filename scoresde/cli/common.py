@@ -81,6 +81,20 @@ flags.DEFINE_string(
     "the trained model from: a workdir (its latest checkpoint), a checkpoint file, or the name of a "
     "shipped model (digits_vp). Default: --workdir (demo: the shipped digits_vp).")
 
+flags.DEFINE_integer(
+    "class", None,
+    "sample: draw this class (0..num_classes-1) from a class-conditional model (config "
+    "model.num_classes > 0, e.g. the shipped digits_vp_cond). Without it a conditional model is "
+    "sampled unconditionally (its null label).", lower_bound=0)
+flags.DEFINE_float(
+    "guidance", None,
+    "sample: classifier-free guidance weight w with --class (Ho & Salimans: eps_c + w*(eps_c - eps_u); "
+    "0 = plain conditional sampling; diffusers' guidance_scale is 1 + w).")
+flags.DEFINE_list(
+    "guidance_interval", None,
+    "sample: guide only for times t_lo,t_hi in [0, 1] (Kynkaanniemi et al. 2024), e.g. 0.1,0.7.")
+
+
 @flags.validator("steps", message="--steps must be a comma-separated list of integers >= 1, e.g. 5,10,20")
 def _check_steps(value: list[str] | None) -> bool:
     if value is None:
@@ -323,6 +337,42 @@ def load_model(default_source: str | Path | None = None) -> tuple[sd.ScoreModel,
                                 "scoresde train --config=FILE --workdir=DIR")
     cfg = FLAGS.config if FLAGS.config is not None else experiment.config_from_checkpoint(found)
     return experiment.load_trained(cfg, found, use_ema=FLAGS.ema), cfg
+
+
+def conditioning(model: sd.ScoreModel, cfg: ConfigDict,
+                 n: int) -> tuple[sd.DiffusionModel, Tensor | None, str]:
+    """The model to sample, the condition of ``n`` samples and a description, from --class,
+    --guidance and --guidance_interval: the plain model and no condition without them; the
+    classifier-free-guided model (:class:`scoresde.ClassifierFreeGuidance`) with --guidance."""
+    label, w, interval = FLAGS["class"].value, FLAGS.guidance, FLAGS.guidance_interval
+    classes = cfg.model.get("num_classes", 0)
+    if label is None:
+        if w is not None or interval is not None:
+            raise FlagError("--guidance and --guidance_interval need --class=C (the class to guide towards)")
+        return model, None, ""
+    if classes == 0:
+        raise FlagError(f"--class={label} needs a class-conditional model (config model.num_classes > 0, "
+                        "e.g. --model_dir=digits_vp_cond); this one is unconditional")
+    if label >= classes:
+        raise FlagError(f"--class must lie in 0..{classes - 1} for this model, got {label}")
+    cond = torch.full((n,), label, dtype=torch.long)
+    if w is None:
+        if interval is not None:
+            raise FlagError("--guidance_interval needs --guidance=W")
+        return model, cond, f"class {label}"
+    if interval is not None:
+        given = ",".join(interval)
+        try:
+            interval = tuple(float(v) for v in interval)
+        except ValueError:
+            interval = ()
+        if len(interval) != 2:
+            raise FlagError(f"--guidance_interval must be two times t_lo,t_hi, got {given}")
+    guided = sd.ClassifierFreeGuidance(model, w, interval=interval)
+    text = f"class {label}, guidance w={w:g}"
+    if interval is not None:
+        text += f" on t in [{interval[0]:g}, {interval[1]:g}]"
+    return guided, cond, text
 
 
 def test_split(cfg: ConfigDict, n: int | None = None) -> tuple[Tensor, DataSpec]:

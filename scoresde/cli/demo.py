@@ -8,6 +8,12 @@ Two parts (``--problem=all``, the default):
   titled with its NFE and wall time, next to test images), a table gives NFE and time, and the
   test-set negative log-likelihood in bits/dim is estimated with the PF-ODE on a few test
   images. Skipped with a note when --model_dir holds no trained model.
+* **guidance**: the shipped class-conditional digits model (``digits_vp_cond``) with
+  classifier-free guidance: ``digits_guidance.png`` holds digits 0–9 by row and guidance weights
+  ``w`` (0 = conditional, Ho & Salimans) by column block, all from the same start noise.
+* **inpaint**: the digits model completes test images whose right half is missing, by
+  score_sde's replacement and by RePaint: ``digits_inpaint.png`` shows masked inputs,
+  completions and truths.
 * **gmm**: a 2-D mixture of 9 Gaussians whose diffused score is known exactly, wrapped as a DDPM
   ε-network, sampled by every sampler's main variant at several step counts; the table adds the
   unbiased MMD² to exact samples and its noise floor.
@@ -27,7 +33,7 @@ from absl import flags
 from ml_collections import ConfigDict
 
 import scoresde as sd
-from scoresde import experiment
+from scoresde import assets, experiment
 from scoresde.cli.common import (
     FLAGS,
     IMAGE_ADAPTIVE,
@@ -47,8 +53,9 @@ from scoresde.cli.common import (
 )
 from scoresde.data import ring_mixture
 
-flags.DEFINE_enum("problem", "all", ["all", "gmm", "digits"],
-                  "demo: which part to run: the trained digits model, the 2-D oracle, or both.")
+flags.DEFINE_enum("problem", "all", ["all", "gmm", "digits", "guidance", "inpaint"],
+                  "demo: which part to run: the trained digits model, classifier-free guidance on the "
+                  "class-conditional digits model, inpainting digits, the 2-D oracle, or all of them.")
 flags.DEFINE_integer("digits_steps", 20, "demo: steps of each fixed-step sampler on the digits model.",
                      lower_bound=1)
 flags.DEFINE_integer("digits_n", 64, "demo: digits sampled per sampler.", lower_bound=1)
@@ -61,6 +68,8 @@ flags.DEFINE_integer("plot_steps", 20,
                      lower_bound=1)
 
 SHIPPED = "digits_vp"
+SHIPPED_COND = "digits_vp_cond"
+GUIDANCE_WEIGHTS = (0.0, 1.0, 3.0)
 SDES = {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
 
 
@@ -152,6 +161,60 @@ def run_digits_demo(workdir: str | Path, cfg: ConfigDict, source: str | Path, st
     return rows
 
 
+def run_guidance_demo(workdir: str | Path, steps: int = 20, per_class: int = 4, seed: int = 0,
+                      weights: tuple[float, ...] = GUIDANCE_WEIGHTS) -> Path:
+    """Digits 0–9 by row, classifier-free guidance weights by column block, one start noise."""
+    from scoresde.plots import ImagePanel, save_image_panels
+
+    source = assets.shipped_model(SHIPPED_COND)
+    cfg = experiment.config_from_checkpoint(source)
+    model = experiment.load_trained(cfg, source)
+    _, spec = experiment.load_data(cfg, "test")
+    classes = cfg.model.num_classes
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    x_T = torch.randn((len(labels), *spec.shape), generator=torch.Generator().manual_seed(seed))
+    panels = []
+    for w in weights:
+        start = time.perf_counter()
+        guided = sd.ClassifierFreeGuidance(model, w)
+        out = sd.sample(guided, tuple(x_T.shape), "ddim", steps, cond=labels, x_T=x_T)
+        panels.append(ImagePanel(f"w = {w:g}: NFE {out.nfe}, {time.perf_counter() - start:.1f} s",
+                                 pixels(out.x, spec), per_class))
+    png = Path(workdir) / "digits_guidance.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    save_image_panels(png, panels, spec.levels, f"{SHIPPED_COND}: digits 0–9 by row, classifier-free "
+                      f"guidance weight w by column (ddim, {steps} steps)")
+    listed = ", ".join(f"{w:g}" for w in weights)
+    print(f"\nClassifier-free guidance on {SHIPPED_COND}, w = {listed}: wrote {png}")
+    return png
+
+
+def run_inpaint_demo(workdir: str | Path, cfg: ConfigDict, source: str | Path, steps: int = 20, n: int = 8,
+                     seed: int = 0) -> Path:
+    """Test images with their right half missing, completed by replacement and by RePaint."""
+    from scoresde.cli.inpaint import make_mask, masked_pixels
+    from scoresde.plots import ImagePanel, save_image_panels
+
+    model = experiment.load_trained(cfg, source)
+    truth, spec = experiment.load_data(cfg, "test")
+    truth = truth[:n]
+    mask = make_mask("right_half", spec, n, 0.5, torch.Generator())
+    panels = [ImagePanel("masked inputs", masked_pixels(truth, mask, spec))]
+    repaint = {"jump_length": max(1, steps // 4), "n_resample": 4}
+    for method, options in (("replace", {}), ("repaint", repaint)):
+        out = sd.inpaint(model, truth, mask, method=method, steps=steps,
+                         generator=torch.Generator().manual_seed(seed), **options)
+        mse = float((out.x - truth)[~mask.expand_as(truth)].pow(2).mean())
+        panels.append(ImagePanel(f"{method}: NFE {out.nfe}, MSE {mse:.3f}", pixels(out.x, spec)))
+    panels.append(ImagePanel("truth", pixels(truth, spec)))
+    png = Path(workdir) / "digits_inpaint.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    save_image_panels(png, panels, spec.levels,
+                      f"inpainting the right half of {n} test digits ({steps} steps)")
+    print(f"\nInpainting (replace, RePaint) on {Path(source).name}: wrote {png}")
+    return png
+
+
 def main() -> None:
     """The trained digits model (if there is one), then the 2-D oracle."""
     workdir = FLAGS.workdir or "demo_out"
@@ -165,12 +228,22 @@ def main() -> None:
             cfg = FLAGS.config if FLAGS.config is not None else experiment.config_from_checkpoint(found)
             run_digits_demo(workdir, cfg, found, steps=FLAGS.digits_steps, n=FLAGS.digits_n,
                             nll_n=FLAGS.nll_n, seed=seed)
+            if FLAGS.problem == "all":
+                run_inpaint_demo(workdir, cfg, found, steps=FLAGS.digits_steps, seed=seed)
         else:
             message = (f"no trained model in {source} (train one with `scoresde train --config=FILE "
                        "--workdir=DIR`, or point --model_dir at one)")
             if FLAGS.problem == "digits":
                 raise FileNotFoundError(message)
             print(f"{message}; running the 2-D oracle demo only.")
+    if FLAGS.problem == "inpaint":
+        found = experiment.find_model(model_source(SHIPPED))
+        if found is None:
+            raise FileNotFoundError(f"no trained model in {model_source(SHIPPED)} for the inpainting demo")
+        cfg = FLAGS.config if FLAGS.config is not None else experiment.config_from_checkpoint(found)
+        run_inpaint_demo(workdir, cfg, found, steps=FLAGS.digits_steps, seed=seed)
+    if FLAGS.problem in ("all", "guidance"):
+        run_guidance_demo(workdir, steps=FLAGS.digits_steps, seed=seed)
     if FLAGS.problem in ("all", "gmm"):
         run_oracle_demo(workdir, n=FLAGS.n or 2000, seed=seed, steps=steps_list(), sde_name=FLAGS.sde,
                         plot_steps=FLAGS.plot_steps)

@@ -13,6 +13,7 @@ import scoresde as sd
 from scoresde.cli.common import (
     FLAGS,
     FlagError,
+    conditioning,
     describe,
     load_model,
     pixels,
@@ -41,17 +42,22 @@ def main() -> None:
         steps = steps_for(name, options, cfg.sampling.steps)
         grid_args = {"steps": steps}
     n = FLAGS.n or cfg.sampling.n
+    model, cond, cond_text = conditioning(model, cfg, n)
     _, spec = test_split(cfg, 2)
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed(cfg))
-    out = sd.sample(model, (n, *spec.shape), name, generator=generator, progress=True, **grid_args, **options)
+    out = sd.sample(model, (n, *spec.shape), name, cond=cond, generator=generator, progress=True, **grid_args,
+                    **options)
     wall = time.perf_counter() - start
     x = out.x.detach().cpu()
 
     wd.mkdir(parents=True, exist_ok=True)
-    title = f"{describe(name, options)}, {steps_text(steps)}: NFE {out.nfe}, {wall:.2f} s"
+    what = describe(name, options) + (f", {cond_text}" if cond_text else "")
+    title = f"{what}, {steps_text(steps)}: NFE {out.nfe}, {wall:.2f} s"
     arrays: dict[str, Any] = {"x": x.numpy(), "nfe": out.nfe, "wall_s": wall, "sampler": name,
-                              "steps": -1 if steps is None else steps, "timesteps": out.timesteps.numpy()}
+                              "steps": -1 if steps is None else steps, "timesteps": out.timesteps.numpy(),
+                              "class": -1 if cond is None else FLAGS["class"].value,
+                              "guidance": float("nan") if FLAGS.guidance is None else FLAGS.guidance}
     if spec.is_image:
         px = pixels(x, spec)
         arrays["pixels"] = px.numpy()
@@ -61,6 +67,6 @@ def main() -> None:
     else:
         logging.warning("no plot for %s data of shape %s; writing samples.npz only", spec.name, spec.shape)
     np.savez(wd / "samples.npz", **arrays)
-    print(f"{describe(name, options)}, {steps_text(steps)}, n={n}")
+    print(f"{what}, {steps_text(steps)}, n={n}")
     print(f"NFE {out.nfe}, time {wall:.3f} s ({n / wall:.0f} samples/s)")
     print(f"wrote {wd / 'samples.png'} and {wd / 'samples.npz'}")
