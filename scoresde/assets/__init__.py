@@ -1,8 +1,17 @@
 """Trained models shipped inside the package (package data, so an installed scoresde has them).
 
-``shipped_model("digits_vp")`` is the path of the 8×8-digits DDPM (2.8 MB, EMA weights; how it
-was trained: ``models/README.md`` in the repository). A shipped checkpoint stores its own
-config groups, so :func:`scoresde.experiment.load_trained` needs no config file for it.
+``shipped_model(name)`` is the path of a shipped model's checkpoint (EMA weights, ~3 MB each;
+how each was trained: ``models/README.md`` in the repository):
+
+* ``"digits_vp"`` — the 8×8-digits DDPM (``configs/digits_vp.py``);
+* ``"digits_vp_cond"`` — the same U-Net class-conditional on the digit, trained with label
+  dropout 0.1 for classifier-free guidance (``configs/digits_vp_cond.py``; ``cond=labels``,
+  ``NULL_LABEL`` for the unconditional branch);
+* ``"digits_vp_lv"`` — digits_vp with a learned variance, trained on the hybrid loss
+  (``configs/digits_vp_lv.py``).
+
+A shipped checkpoint stores its own config groups, so
+:func:`scoresde.experiment.load_trained` needs no config file for it.
 ``digits_grid(sampler, nfe)`` is a time grid optimised for that model
 (``benchmarks/optimize_digits_grids.py`` wrote ``digits_vp_grids.json``).
 """
@@ -15,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-SHIPPED = ("digits_vp",)
+SHIPPED = ("digits_vp", "digits_vp_cond", "digits_vp_lv")
 
 
 def shipped_model(name: str) -> Path:
