@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scoresde.data import DIGITS_TEST, load_dataset
+from scoresde.data import load_labelled_dataset
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "models" / "digits_classifier.pt"  # in the checkout
 DATA_RANGE = (-1.0, 1.0)
@@ -68,12 +67,8 @@ class DigitsClassifier(nn.Module):
 
 def digits_with_labels(split: str) -> tuple[Tensor, Tensor]:
     """Images of a digits split in ``[-1, 1]`` and their labels (scikit-learn's targets)."""
-    from sklearn.datasets import load_digits
-
-    x, _ = load_dataset("digits", split, data_range=DATA_RANGE)
-    target = load_digits().target
-    labels = target[:-DIGITS_TEST] if split == "train" else target[-DIGITS_TEST:]
-    return x, torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    x, labels, _ = load_labelled_dataset("digits", split, data_range=DATA_RANGE)
+    return x, labels
 
 
 @torch.no_grad()
