@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,14 @@ def test_optional_fid_path_with_a_stand_in_detector(tmp_path: Path) -> None:
     assert len(rows) == 1 and math.isfinite(rows[0]["fid"]) and rows[0]["n"] == 4
     assert image.fid_skip_reason(None, str(ref), None).startswith("FID skipped: no --inception")
     assert image.fid_skip_reason(str(detector), str(ref), "weights") is None
+
+
+def test_guidance_benchmark_quick() -> None:
+    """``benchmarks/guidance.py --quick``: three guidance weights on the shipped conditional model;
+    accuracy must rise from the unconditional weight to a guided one (the check can fail)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "guidance.py"), "--quick"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    acc = {float(w): float(a) for w, a in re.findall(r"w=([+-]\d\.\d): accuracy (\d\.\d+)", proc.stdout)}
+    assert set(acc) == {-1.0, 0.0, 2.0}, proc.stdout
+    assert acc[2.0] > acc[-1.0] + 0.5, acc  # 40 samples: chance 0.1 against ~1.0
