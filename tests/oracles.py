@@ -62,3 +62,14 @@ class RecordingNoise:
         z = torch.randn(shape, generator=self.generator, dtype=dtype)
         self.draws.append(z)
         return z.to(device)
+
+
+# A labelled 2-D mixture (tests/test_conditional.py, tests/test_guidance.py): class 0 two modes on
+# the left, class 1 two modes on the right with other weights. Widths of 0.25–0.35 at mode
+# distances >= 2 keep the stochastic samplers at the MMD floor by a few hundred steps.
+LABELLED_MIX = sd.GaussianMixture(
+    means=torch.tensor([[-2.0, -1.0], [-1.5, 1.5], [2.0, -1.0], [1.5, 1.5]], dtype=F64),
+    stds=torch.tensor([0.3, 0.25, 0.35, 0.3], dtype=F64),
+    weights=torch.tensor([0.3, 0.2, 0.1, 0.4], dtype=F64),
+    labels=torch.tensor([0, 0, 1, 1]),
+)

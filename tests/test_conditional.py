@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracles import LABELLED_MIX
 
 import scoresde as sd
 from scoresde.analytic import NULL_LABEL
@@ -24,14 +25,7 @@ from scoresde.model import CountingModel, Prediction
 F64 = torch.float64
 N_PER_CLASS = 600
 
-# Class 0: two modes on the left; class 1: two modes on the right with other weights. Widths of
-# 0.25–0.35 at mode distances ≥ 2 keep the stochastic samplers at the floor by a few hundred steps.
-MIX = sd.GaussianMixture(
-    means=torch.tensor([[-2.0, -1.0], [-1.5, 1.5], [2.0, -1.0], [1.5, 1.5]], dtype=F64),
-    stds=torch.tensor([0.3, 0.25, 0.35, 0.3], dtype=F64),
-    weights=torch.tensor([0.3, 0.2, 0.1, 0.4], dtype=F64),
-    labels=torch.tensor([0, 0, 1, 1]),
-)
+MIX = LABELLED_MIX  # class 0: two modes on the left; class 1: two on the right (tests/oracles.py)
 LABELS = torch.arange(2 * N_PER_CLASS) % 2  # both classes interleaved in one batch
 
 

@@ -21,6 +21,7 @@ import math
 
 import pytest
 import torch
+from oracles import LABELLED_MIX
 
 import scoresde as sd
 from scoresde.analytic import NULL_LABEL
@@ -31,13 +32,7 @@ from scoresde.nn import TimeClassifierConv, TimeClassifierMLP
 F64 = torch.float64
 N_PER_CLASS = 600
 
-# tests/test_conditional.py's mixture: class 0 two modes on the left, class 1 two on the right.
-MIX = sd.GaussianMixture(
-    means=torch.tensor([[-2.0, -1.0], [-1.5, 1.5], [2.0, -1.0], [1.5, 1.5]], dtype=F64),
-    stds=torch.tensor([0.3, 0.25, 0.35, 0.3], dtype=F64),
-    weights=torch.tensor([0.3, 0.2, 0.1, 0.4], dtype=F64),
-    labels=torch.tensor([0, 0, 1, 1]),
-)
+MIX = LABELLED_MIX  # class 0: two modes on the left; class 1: two on the right (tests/oracles.py)
 # Overlapping classes (means 1.2 apart at std 0.6–0.7, a third mode shared in the middle), so that
 # p_0(c | x) of conditional samples is far from 1 and guidance has room to raise it.
 OVERLAP = sd.GaussianMixture(
