@@ -4,6 +4,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import scoresde as sd
+from scoresde.metrics import mmd2
 
 F64 = torch.float64
 DDPM_BETAS = torch.linspace(1e-4, 0.02, 1000, dtype=F64)  # Ho et al.'s linear table
@@ -73,3 +74,37 @@ LABELLED_MIX = sd.GaussianMixture(
     weights=torch.tensor([0.3, 0.2, 0.1, 0.4], dtype=F64),
     labels=torch.tensor([0, 0, 1, 1]),
 )
+LABELLED_N = 600  # samples per class in the class-conditional sampling tests
+LABELLED_LABELS = torch.arange(2 * LABELLED_N) % 2  # both classes interleaved in one batch
+
+
+def labelled_floor() -> float:
+    """mean + 4 sd of MMD² between 16 pairs of exact sets of ``LABELLED_N`` draws of p(x | c=0).
+
+    A sampler that draws exactly from p(x | c) has this null distribution; 4 sd puts a false alarm
+    far in the tail (the 16 replicates pin the sd to about ±20 %)."""
+    g = torch.Generator().manual_seed(7)
+    cls = LABELLED_MIX.conditional(0)
+    vals = torch.tensor([mmd2(cls.sample(LABELLED_N, g, F64), cls.sample(LABELLED_N, g, F64))
+                         for _ in range(16)])
+    return float(vals.mean() + 4 * vals.std())
+
+
+def high_nfe_steps(variant: sd.samplers.Variant) -> int | None:
+    """Steps at which a variant reaches the floor on LABELLED_MIX: first-order stochastic samplers
+    need ~500 steps for its widths, the deterministic ones 100 (2nd order: 50); None if adaptive."""
+    options = sd.samplers.get(variant.sampler).parse(variant.options)
+    if not options.uses_grid:
+        return None
+    return 500 if options.stochastic else 100
+
+
+def check_draws_each_class(x: torch.Tensor, floor: float, what: str) -> None:
+    """Samples ``x`` for LABELLED_LABELS: each class's share is at the MMD floor against exact draws
+    of p(x | c), and the class-0 samples are far (50 floors) from p(x | 1), so the check can fail."""
+    g = torch.Generator().manual_seed(11)
+    for c in (0, 1):
+        exact = LABELLED_MIX.conditional(c).sample(LABELLED_N, g, F64)
+        assert mmd2(x[LABELLED_LABELS == c], exact) < floor, (what, c)
+    wrong = LABELLED_MIX.conditional(1).sample(LABELLED_N, g, F64)
+    assert mmd2(x[LABELLED_LABELS == 0], wrong) > 50 * floor, what

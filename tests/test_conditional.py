@@ -14,55 +14,38 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oracles import LABELLED_MIX
+from oracles import (
+    LABELLED_LABELS,
+    LABELLED_MIX,
+    LABELLED_N,
+    check_draws_each_class,
+    high_nfe_steps,
+    labelled_floor,
+)
 
 import scoresde as sd
 from scoresde.analytic import NULL_LABEL
 from scoresde.losses import dsm_loss
-from scoresde.metrics import mmd2
 from scoresde.model import CountingModel, Prediction
 
 F64 = torch.float64
-N_PER_CLASS = 600
+N_PER_CLASS = LABELLED_N
 
 MIX = LABELLED_MIX  # class 0: two modes on the left; class 1: two on the right (tests/oracles.py)
-LABELS = torch.arange(2 * N_PER_CLASS) % 2  # both classes interleaved in one batch
+LABELS = LABELLED_LABELS  # both classes interleaved in one batch
 
 
 @pytest.fixture(scope="module")
 def floor() -> float:
-    """mean + 4 sd of MMD² between 16 pairs of exact class-conditional sets of N_PER_CLASS.
-
-    A sampler that draws exactly from p(x | c) has this null distribution; 4 sd puts a false
-    alarm far in the tail (the 16 replicates pin the sd to about ±20 %)."""
-    g = torch.Generator().manual_seed(7)
-    cls = MIX.conditional(0)
-    vals = torch.tensor([mmd2(cls.sample(N_PER_CLASS, g, F64), cls.sample(N_PER_CLASS, g, F64))
-                         for _ in range(16)])
-    return float(vals.mean() + 4 * vals.std())
-
-
-def _steps(variant: sd.samplers.Variant) -> int | None:
-    """High-NFE step counts: first-order stochastic samplers need ~500 steps for these widths to
-    vanish under the floor, the deterministic ones 100 (2nd order: 50)."""
-    options = sd.samplers.get(variant.sampler).parse(variant.options)
-    if not options.uses_grid:
-        return None
-    return 500 if options.stochastic else 100
+    return labelled_floor()
 
 
 @pytest.mark.parametrize("variant", sd.samplers.variants(), ids=lambda v: v.label)
 def test_every_sampler_draws_from_the_conditional(variant, floor):
     model = MIX.score_model(sd.VPSDE(), prediction="eps", conditional=True)
-    out = sd.sample(model, (len(LABELS), 2), variant.sampler, _steps(variant), cond=LABELS, dtype=F64,
+    out = sd.sample(model, (len(LABELS), 2), variant.sampler, high_nfe_steps(variant), cond=LABELS, dtype=F64,
                     generator=torch.Generator().manual_seed(3), **variant.options)
-    g = torch.Generator().manual_seed(11)
-    for c in (0, 1):
-        exact = MIX.conditional(c).sample(N_PER_CLASS, g, F64)
-        assert mmd2(out.x[LABELS == c], exact) < floor, (variant.label, c)
-    # The condition reaches the network: class-0 samples are nowhere near p(x | 1).
-    wrong = MIX.conditional(1).sample(N_PER_CLASS, g, F64)
-    assert mmd2(out.x[LABELS == 0], wrong) > 50 * floor
+    check_draws_each_class(out.x, floor, variant.label)  # the condition reaches the network
 
 
 @pytest.mark.parametrize("sde", [sd.VPSDE(), sd.VESDE()], ids=["vp", "ve"])

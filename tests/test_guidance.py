@@ -21,16 +21,22 @@ import math
 
 import pytest
 import torch
-from oracles import LABELLED_MIX
+from oracles import (
+    LABELLED_LABELS,
+    LABELLED_MIX,
+    LABELLED_N,
+    check_draws_each_class,
+    high_nfe_steps,
+    labelled_floor,
+)
 
 import scoresde as sd
 from scoresde.analytic import NULL_LABEL
-from scoresde.metrics import mmd2
 from scoresde.model import Prediction
 from scoresde.nn import TimeClassifierConv, TimeClassifierMLP
 
 F64 = torch.float64
-N_PER_CLASS = 600
+N_PER_CLASS = LABELLED_N
 
 MIX = LABELLED_MIX  # class 0: two modes on the left; class 1: two on the right (tests/oracles.py)
 # Overlapping classes (means 1.2 apart at std 0.6–0.7, a third mode shared in the middle), so that
@@ -41,7 +47,7 @@ OVERLAP = sd.GaussianMixture(
     weights=torch.tensor([0.4, 0.4, 0.2], dtype=F64),
     labels=torch.tensor([0, 1, 1]),
 )
-LABELS = torch.arange(2 * N_PER_CLASS) % 2  # both classes interleaved in one batch
+LABELS = LABELLED_LABELS  # both classes interleaved in one batch
 
 
 def _oracles(gmm: sd.GaussianMixture, sde: sd.SDE, prediction: str = "eps"):
@@ -238,22 +244,7 @@ def test_exact_classifier_gradient_is_the_score_difference():
 
 @pytest.fixture(scope="module")
 def floor() -> float:
-    """mean + 4 sd of MMD² between 16 pairs of exact class-conditional sets of N_PER_CLASS
-    (tests/test_conditional.py's floor: the null distribution of an exact sampler)."""
-    g = torch.Generator().manual_seed(7)
-    cls = MIX.conditional(0)
-    vals = torch.tensor([mmd2(cls.sample(N_PER_CLASS, g, F64), cls.sample(N_PER_CLASS, g, F64))
-                         for _ in range(16)])
-    return float(vals.mean() + 4 * vals.std())
-
-
-def _steps(variant: sd.samplers.Variant) -> int | None:
-    """tests/test_conditional.py's high-NFE step counts: 500 for stochastic samplers, 100 for the
-    deterministic ones, the adaptive ones by tolerance."""
-    options = sd.samplers.get(variant.sampler).parse(variant.options)
-    if not options.uses_grid:
-        return None
-    return 500 if options.stochastic else 100
+    return labelled_floor()
 
 
 REPRESENTATIVE = ("ddim eta=0", "ancestral posterior", "dpm adaptive 23")
@@ -266,15 +257,9 @@ def test_classifier_guidance_with_the_exact_classifier_samples_the_conditional(v
     """Unconditional exact model + s = 1 · exact ∇log p_t(c | x) = exact ∇log p_t(x | c)."""
     sde = sd.VPSDE()
     cg = sd.ClassifierGuidance(MIX.score_model(sde, prediction="eps"), MIX.classifier(sde), 1.0)
-    out = sd.sample(cg, (len(LABELS), 2), variant.sampler, _steps(variant), cond=LABELS, dtype=F64,
+    out = sd.sample(cg, (len(LABELS), 2), variant.sampler, high_nfe_steps(variant), cond=LABELS, dtype=F64,
                     generator=torch.Generator().manual_seed(3), **variant.options)
-    g = torch.Generator().manual_seed(11)
-    for c in (0, 1):
-        exact = MIX.conditional(c).sample(N_PER_CLASS, g, F64)
-        assert mmd2(out.x[LABELS == c], exact) < floor, (variant.label, c)
-    # The guidance reaches the samples: class-0 samples are nowhere near p(x | 1).
-    wrong = MIX.conditional(1).sample(N_PER_CLASS, g, F64)
-    assert mmd2(out.x[LABELS == 0], wrong) > 50 * floor
+    check_draws_each_class(out.x, floor, variant.label)  # the guidance reaches the samples
 
 
 # --- the class posterior rises with the guidance weight --------------------------------------------
