@@ -252,9 +252,8 @@ def variational_bound(
     decoder_term = None
     for k in range(N, 0, -1):
         eps = noise.randn(tuple(x0.shape), x0.dtype, x0.device)
-        x_t = batch_coeff(sde.alpha(taus[k]), x0) * x0 + batch_coeff(sde.sigma(taus[k]), x0) * eps
-        term = step_term(sde, k, x0, eps, counting.predict(x_t, taus[k]), variance=variance, decoder=decoder,
-                         data_range=data_range, levels=levels)
+        term = step_term(sde, k, x0, eps, counting.predict(sde.perturb(x0, taus[k], eps), taus[k]),
+                         variance=variance, decoder=decoder, data_range=data_range, levels=levels)
         if k > 1:
             kls.append(term)
         else:

@@ -23,9 +23,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from scoresde.losses import _uniform_index
+from scoresde.losses import draw_x_t, uniform_index
 from scoresde.model import TIME_INPUTS, check_times
-from scoresde.sde import SDE, batch_coeff
+from scoresde.sde import SDE
 
 TIMES = ("continuous", "index")
 
@@ -100,10 +100,8 @@ def classifier_loss(classifier: NoisyClassifier, x0: Tensor, labels: Tensor, gen
         t = eps + (sde.T - eps) * torch.rand(x0.shape[0], generator=generator, dtype=torch.float64,
                                              device=x0.device)
     else:
-        t = (_uniform_index(classifier, x0, generator) + 1.0) / sde.N
-    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    mean, std = sde.marginal_prob(x0, t)
-    x_t = mean + batch_coeff(std, x0) * z
+        t = (uniform_index(classifier, x0, generator) + 1.0) / sde.N
+    x_t, _ = draw_x_t(classifier, x0, t, generator)
     return -classifier(x_t, t, labels).mean()
 
 

@@ -39,14 +39,14 @@ from torch import Tensor
 
 from scoresde.bound import check_decoder, step_term
 from scoresde.model import Cond, DiffusionModel, check_cond, check_times
-from scoresde.sde import VESDE, batch_coeff
+from scoresde.sde import VESDE
 
 
-def _perturb(model: DiffusionModel, x0: Tensor, t: Tensor,
-             generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def draw_x_t(model: DiffusionModel, x0: Tensor, t: Tensor,
+               generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """``(x_t, z)`` with ``x_t = alpha(t)·x0 + sigma(t)·z``, ``z`` drawn from ``generator``."""
     z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    return batch_coeff(model.sde.alpha(t), x0) * x0 + batch_coeff(model.sde.sigma(t), x0) * z, z
+    return model.sde.perturb(x0, t, z), z
 
 
 def _squared_error(eps: Tensor, z: Tensor, reduce_mean: bool) -> Tensor:
@@ -66,14 +66,14 @@ def _noise_matching(
     reduce_mean: bool = True,
 ) -> Tensor:
     """``mean_batch[ w(t) · reduce_dims ||eps_θ(x_t, t) − z||² ]`` at float64 times ``t`` (batch,)."""
-    x_t, z = _perturb(model, x0, t, generator)
+    x_t, z = draw_x_t(model, x0, t, generator)
     per_sample = _squared_error(model.predict(x_t, t, cond).eps, z, reduce_mean)
     if weight is not None:
         per_sample = per_sample * weight.to(per_sample)
     return per_sample.mean()
 
 
-def _uniform_index(model: DiffusionModel, x0: Tensor, generator: torch.Generator) -> Tensor:
+def uniform_index(model: DiffusionModel, x0: Tensor, generator: torch.Generator) -> Tensor:
     """Step indices ``i ~ U{0..N−1}``, one per sample, as float64."""
     n = model.sde.require_N("a discrete-time loss (use dsm_loss otherwise)")
     i = torch.randint(n, (x0.shape[0],), generator=generator, device=x0.device)
@@ -128,7 +128,7 @@ def ddpm_loss(model: DiffusionModel, x0: Tensor, generator: torch.Generator, *, 
     On a ``VPSDE.from_betas`` schedule ``alpha(t_i)² = ᾱ_i`` exactly, and with
     ``time_input="index"`` the network sees the step index ``i``.
     """
-    t = (_uniform_index(model, x0, generator) + 1.0) / model.sde.N
+    t = (uniform_index(model, x0, generator) + 1.0) / model.sde.N
     return _noise_matching(model, x0, t, generator, cond=cond, reduce_mean=reduce_mean)
 
 
@@ -142,7 +142,7 @@ def smld_loss(model: DiffusionModel, x0: Tensor, generator: torch.Generator, *, 
         raise ValueError(f"smld_loss needs a VESDE, got {type(model.sde).__name__}; "
                          "use dsm_loss or ddpm_loss for other SDEs")
     # N = 1 has the single level sigma_min = sigma(0).
-    t = _uniform_index(model, x0, generator) / max(model.sde.N - 1, 1)
+    t = uniform_index(model, x0, generator) / max(model.sde.N - 1, 1)
     return _noise_matching(model, x0, t, generator, cond=cond, reduce_mean=reduce_mean)
 
 
@@ -201,7 +201,7 @@ def hybrid_loss(
     if decoder == "discretized":
         _check_on_pixel_grid(x0, data_range, levels)
     if step is None:
-        i = _uniform_index(model, x0, generator)
+        i = uniform_index(model, x0, generator)
     else:
         i = torch.as_tensor(step, dtype=torch.float64, device=x0.device)
         if i.shape not in ((), (x0.shape[0],)):
@@ -211,7 +211,7 @@ def hybrid_loss(
         if (i != i.round()).any() or (i < 0).any() or (i > N - 1).any():
             raise ValueError(f"step must be integers in [0, {N - 1}], got {step!r}")
     t = (i + 1.0) / N
-    x_t, z = _perturb(model, x0, t, generator)
+    x_t, z = draw_x_t(model, x0, t, generator)
     pred = model.predict(x_t, t, cond)
     if pred.var_interp is None:
         raise ValueError("hybrid_loss trains a learned variance: the model's predictions have no var_interp "

@@ -133,6 +133,11 @@ class SDE(abc.ABC):
         t = as_time(t, x0)
         return batch_coeff(self.alpha(t), x0) * x0, self.sigma(t)
 
+    def perturb(self, x0: Tensor, t: float | Tensor, z: Tensor) -> Tensor:
+        """``x_t = alpha(t)·x0 + sigma(t)·z``: the draw of ``p_t(x_t | x_0)`` made from the noise ``z``."""
+        mean, std = self.marginal_prob(x0, t)
+        return mean + batch_coeff(std, x0) * z
+
     def prior_sample(
         self,
         shape: tuple[int, ...],

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from scoresde.model import Cond, DiffusionModel, Prediction, check_cond, check_model, check_times, split_cond
 from scoresde.noise import NoiseSource, as_noise
-from scoresde.sde import SDE, batch_coeff
+from scoresde.sde import SDE
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,7 @@ def estimate_eps_moment(
     with torch.no_grad():
         for t in times:
             eps = noise.randn(tuple(x0.shape), x0.dtype, x0.device)
-            x_t = batch_coeff(sde.alpha(t), x0) * x0 + batch_coeff(sde.sigma(t), x0) * eps
-            chunks = zip(torch.split(x_t, size), split_cond(cond, size, n), strict=True)
+            chunks = zip(torch.split(sde.perturb(x0, t, eps), size), split_cond(cond, size, n), strict=True)
             sq = torch.cat([model.predict(xc, t, cc).eps.to(torch.float64).square().flatten(1).mean(1)
                             for xc, cc in chunks])
             if not torch.isfinite(sq).all():
