@@ -155,13 +155,20 @@ class GaussianMixture:
                dtype: torch.dtype = torch.float32, labels: Tensor | None = None) -> Tensor:
         """``n`` exact draws, shape ``(n, D)``; with ``labels`` (``(n,)``) draw ``i`` is from
         ``p(x | labels[i])``."""
+        return self.sample_components(n, generator, dtype, labels)[0]
+
+    def sample_components(self, n: int, generator: torch.Generator | None = None,
+                          dtype: torch.dtype = torch.float32,
+                          labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`sample`'s draws (the same ones, from the same generator) and the component index
+        ``(n,)`` each was drawn from."""
         if labels is None:
             k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         else:
             k = torch.multinomial(self._log_weights(labels, n, self.weights.device).exp(), 1,
                                   generator=generator)[:, 0]
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return (self.means[k] + self.stds[k] * z).to(dtype)
+        return (self.means[k] + self.stds[k] * z).to(dtype), k
 
     def _check(self, x: Tensor) -> Tensor:
         """``x`` as float64 ``(batch, D)``; any trailing shape with D elements is accepted."""

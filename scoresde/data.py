@@ -204,16 +204,10 @@ def ring_mixture(modes: int = 8, radius: float = 4.0, std: float = 0.3,
 
 
 def _gmm2d(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Draws of :func:`ring_mixture` and the component of each.
-
-    ``GaussianMixture.sample`` draws the components first (one ``multinomial`` of the weights),
-    then the noise; the components are recovered by replaying that first draw from a copy of
-    the generator, so the points are exactly ``ring_mixture().sample(n, generator=g)``.
-    """
+    """Draws of :func:`ring_mixture` (exactly ``ring_mixture().sample(n, generator=g)``) and the
+    component of each."""
     gmm = ring_mixture()
-    replay = torch.Generator().set_state(g.get_state())
-    x = gmm.sample(n, generator=g)
-    k = torch.multinomial(gmm.weights, n, replacement=True, generator=replay)
+    x, k = gmm.sample_components(n, generator=g)
     return x, gmm.labels[k]
 
 

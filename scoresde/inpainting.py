@@ -31,7 +31,7 @@ The forward transition between grid times ``s < t`` is the SDE's own Gaussian ke
 
     x_t = (alpha_t/alpha_s)·x_s + sigma_t·sqrt(1 − δ)·z,   δ = (alpha_t·sigma_s/(alpha_s·sigma_t))²,
 
-(:func:`~scoresde.samplers.steps.noise_share`), so every VP and VE SDE works; only ``alpha``,
+(:class:`~scoresde.samplers.steps.Step`), so every VP and VE SDE works; only ``alpha``,
 ``sigma`` and the grid's float64 table are used. One Gaussian draw per move serves both parts: its
 entries at the known coordinates noise the observation, those at the missing ones the step (the
 two sets are disjoint, so the draws stay independent), as diffusers' RePaint scheduler does.
@@ -57,7 +57,7 @@ from scoresde import samplers
 from scoresde.grids import GridTable
 from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
-from scoresde.samplers.steps import Variance, noise_share, resolve_variance, reverse_step
+from scoresde.samplers.steps import Step, Variance, resolve_variance, reverse_step
 from scoresde.sampling import time_grid
 from scoresde.sde import batch_coeff
 
@@ -121,10 +121,9 @@ def observed_draw(y: Tensor, mask: Tensor, x: Tensor, alpha: Tensor, sigma: Tens
 
 def forward_transition(x: Tensor, grid: GridTable, i: int, z: Tensor) -> Tensor:
     """``x_t ~ q(x_t | x_s)`` from ``s = grid.t[i+1]`` up to ``t = grid.t[i]``:
-    ``x_t = (alpha_t/alpha_s)·x_s + sigma_t·sqrt(1 − δ)·z`` (δ from :func:`noise_share`)."""
-    ratio = grid.alpha[i] / grid.alpha[i + 1]
-    std = grid.sigma[i] * torch.sqrt(1.0 - noise_share(grid, i))
-    return batch_coeff(ratio, x) * x + batch_coeff(std, x) * z
+    ``x_t = (alpha_t/alpha_s)·x_s + sigma_t·sqrt(1 − δ)·z`` (``Step.forward_std``)."""
+    step = Step.of(grid, i)
+    return batch_coeff(step.alpha_t / step.alpha_s, x) * x + batch_coeff(step.forward_std, x) * z
 
 
 def _reverse_step(method: str, variance: str, pred: Prediction, grid: GridTable, i: int, z: Tensor) -> Tensor:

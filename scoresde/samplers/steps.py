@@ -106,11 +106,6 @@ class Step:
         return self.alpha_s * (1.0 - delta) * (1.0 + eta * eta * delta) / (1.0 + root)
 
 
-def noise_share(grid: GridTable, i: int) -> Tensor:
-    """``δ = (alpha_t·sigma_s / (alpha_s·sigma_t))²`` for the step ``t = grid.t[i] → s = grid.t[i+1]``."""
-    return Step.of(grid, i).delta
-
-
 def ddim_coefficients(grid: GridTable, i: int, eta: float) -> tuple[Tensor, Tensor, Tensor]:
     """``(alpha_s, sqrt(sigma_s² − c²), c)`` with ``c = η·σ̃`` for step ``i``."""
     step = Step.of(grid, i)
