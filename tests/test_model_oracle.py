@@ -99,6 +99,21 @@ def test_weights_are_normalised():
     assert uniform.dim == 2 and uniform.num_components == 4
 
 
+def test_sample_components_are_the_draws_of_sample():
+    """Same draws as ``sample`` from the same seed; each draw sits near its component's mean (the
+    components 6 apart at std 0.1: a wrong index is 60 std off)."""
+    gmm = sd.GaussianMixture(torch.tensor([[-6.0], [0.0], [6.0]], dtype=F64),
+                             torch.full((3,), 0.1, dtype=F64))
+    x, k = gmm.sample_components(500, torch.Generator().manual_seed(3), F64)
+    assert torch.equal(x, gmm.sample(500, torch.Generator().manual_seed(3), F64))
+    assert k.shape == (500,) and set(k.tolist()) == {0, 1, 2}
+    assert ((x[:, 0] - gmm.means[k, 0]).abs() < 1.0).all()
+    labelled = sd.GaussianMixture(gmm.means, gmm.stds[:, 0], labels=torch.tensor([0, 1, 1]))
+    _, k = labelled.sample_components(200, torch.Generator().manual_seed(4), F64,
+                                      labels=torch.ones(200, dtype=torch.long))
+    assert set(k.tolist()) == {1, 2}  # p(x | c = 1) draws only class 1's components
+
+
 def test_sample_has_the_mixture_mean_and_covariance():
     mu = torch.tensor([[-2.0, 1.0], [1.5, 0.0], [0.0, -3.0]], dtype=F64)
     s = torch.tensor([[0.5, 0.2], [0.3, 0.8], [1.0, 0.4]], dtype=F64)

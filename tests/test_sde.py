@@ -173,6 +173,11 @@ def test_marginal_prob_shapes_and_per_sample_times(sde):
     for i in range(4):
         torch.testing.assert_close(mean[i], (sde.alpha(t[i]) * x0[i].double()).float())
         torch.testing.assert_close(std[i], sde.sigma(t[i]))
+    z = torch.randn(4, 3, 2, generator=torch.Generator().manual_seed(1))
+    x_t = sde.perturb(x0, t, z)  # the draw of p_t(x_t | x0) made from z
+    for i in range(4):
+        expected = sde.alpha(t[i]) * x0[i].double() + sde.sigma(t[i]) * z[i]
+        torch.testing.assert_close(x_t[i], expected.float())
 
 
 # --- the exact discrete table ------------------------------------------------------------------
