@@ -1,7 +1,7 @@
-"""The README's examples of guidance, inpainting and reverse variances run as written.
+"""The README's examples run as written.
 
-Each ```python block of the section "Guidance, inpainting and reverse variances" is executed in a
-fresh namespace; the output the README shows after ``#>`` is checked against what the block prints, to the
+Each ```python block of the sections in :data:`SECTIONS` is executed in a fresh namespace (with the
+working directory a temporary folder, so an example that writes files leaves nothing behind); the output the README shows after ``#>`` is checked against what the block prints, to the
 digits the README gives, so a changed default or a changed API shows up here first.
 """
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Guidance, inpainting and reverse variances"
+# section heading -> how many examples it has at least
+SECTIONS = {"## Guidance, inpainting and reverse variances": 3}
 
 
-def blocks() -> list[str]:
+def blocks(section: str) -> list[str]:
     text = README.read_text()
-    start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    return re.findall(r"```python\n(.*?)```", text[start:end], re.S)
+    start = text.index(section)
+    end = text.find("\n## ", start + len(section))
+    return re.findall(r"```python\n(.*?)```", text[start:end if end >= 0 else None], re.S)
 
 
 def shown_output(block: str) -> list[str]:
@@ -30,16 +31,18 @@ def shown_output(block: str) -> list[str]:
     return [re.sub(r"\s+\(.*\)$", "", ln[3:]).rstrip() for ln in block.splitlines() if ln.startswith("#> ")]
 
 
-def test_the_section_has_examples():
-    assert len(blocks()) >= 3
+@pytest.mark.parametrize("section", SECTIONS)
+def test_the_section_has_examples(section):
+    assert len(blocks(section)) >= SECTIONS[section]
 
 
-@pytest.mark.parametrize("index", range(3))
-def test_readme_example_runs_and_prints_what_it_shows(index):
-    block = blocks()[index]
+@pytest.mark.parametrize("section,index", [(s, i) for s, n in SECTIONS.items() for i in range(n)])
+def test_readme_example_runs_and_prints_what_it_shows(section, index, tmp_path, monkeypatch):
+    block = blocks(section)[index]
+    monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(block, f"README example {index}", "exec"), {})
+        exec(compile(block, f"README example {index} of {section!r}", "exec"), {})
     printed = [ln.rstrip() for ln in out.getvalue().splitlines()]
     for expected in shown_output(block):
         assert any(_same(expected, got) for got in printed), (expected, printed)
