@@ -28,6 +28,12 @@ data on ``levels`` evenly spaced values spanning ``data_range``, DDPM's discreti
 open end bins). Results are in nats per sample and in bits/dim. :func:`step_term` is one term
 ``L_{k−1}`` at a given ``x_k``; the bound sums it over k and :func:`scoresde.losses.hybrid_loss`
 draws one k per sample.
+
+**Latent models** (:class:`~scoresde.latent.LatentDiffusion`, or a wrapper of one): the bound is
+the latent model's bound on ``−log p(z)`` at ``z = to_latent(x0)`` (Gaussian decoder only: latents
+are continuous), labelled ``space="latent"``. It is not a bound on ``−log p(x0)`` (the autoencoder's
+reconstruction is outside it), so the result's bits/dim, which this library reports per data
+dimension, are refused for it; ``.total`` is in nats.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
 from scoresde.samplers.steps import (
@@ -58,13 +65,21 @@ Variance = str | Callable[[Tensor, Tensor], Tensor]
 @dataclass(frozen=True)
 class VariationalBound:
     """Terms in nats per sample: ``prior`` (L_T), ``kl`` (``(N − 1, batch)``, k = 2..N in order),
-    ``decoder`` (L_0); ``total = prior + kl.sum(0) + decoder``; ``nfe`` network calls."""
+    ``decoder`` (L_0); ``total = prior + kl.sum(0) + decoder``; ``nfe`` network calls. ``space``:
+    ``"data"``, or ``"latent"`` for a latent model's bound on ``−log p(z)`` (``dim`` is then the
+    latent dimension, and the bits/dim are refused)."""
 
     prior: Tensor
     kl: Tensor
     decoder: Tensor
     dim: int
     nfe: int
+    space: str = "data"
+
+    def _check_data_space(self) -> None:
+        if self.space != "data":
+            raise ValueError("this is a latent model's bound on −log p(z) of its latents, not a bound on the "
+                             "data: bits/dim are per data dimension; use .total (nats per sample)")
 
     @property
     def total(self) -> Tensor:
@@ -73,10 +88,12 @@ class VariationalBound:
     @property
     def bits_per_dim(self) -> Tensor:
         """Per-sample total in bits per dimension."""
+        self._check_data_space()
         return self.total / (self.dim * math.log(2.0))
 
     def terms_bits_per_dim(self) -> dict[str, Tensor]:
         """Batch-mean of each term in bits/dim: ``prior``, ``kl`` (per k) and ``decoder``."""
+        self._check_data_space()
         scale = self.dim * math.log(2.0)
         return {"prior": self.prior.mean() / scale, "kl": self.kl.mean(1) / scale,
                 "decoder": self.decoder.mean() / scale}
@@ -221,11 +238,16 @@ def variational_bound(
     ``x0``: continuous data (``decoder="gaussian"``) or, for ``decoder="discretized"``, integer
     pixels in ``[0, levels − 1]`` mapped to ``lo + (hi − lo)·pixel/(levels − 1)`` in ``dtype``
     (pass ``torch.float32`` for a float32 network). ``cond`` is passed to every network call (the
-    bound is then on ``−log p(x0 | cond)``). ``variance``: see the module docstring.
+    bound is then on ``−log p(x0 | cond)``). ``variance``: see the module docstring. For a latent
+    model ``x0`` is data and the bound is on ``−log p(z)`` of ``z = to_latent(x0)`` (``space="latent"``).
     """
     check_model(model)
     check_decoder(decoder)
     check_variance(variance)
+    latent = find_latent_model(model)
+    if latent is not None and decoder != "gaussian":
+        raise ValueError(f"decoder={decoder!r} models 8-bit data, but a latent model's bound is on its "
+                         "continuous latents z = to_latent(x0): use decoder='gaussian'")
     lo, hi = data_range
     if decoder == "discretized":
         if x0.is_floating_point() or x0.min() < 0 or x0.max() > levels - 1:
@@ -236,6 +258,8 @@ def variational_bound(
     if x0.ndim < 2 or not torch.isfinite(x0).all():
         raise ValueError(f"x0 must be a finite (batch, ...) tensor, got shape {tuple(x0.shape)}")
     check_cond(cond, x0.shape[0])
+    if latent is not None:
+        x0 = latent.to_latent(x0)
     noise = as_noise(generator)
     sde = model.sde
     N = sde.require_N("the DDPM variational bound")
@@ -260,4 +284,4 @@ def variational_bound(
             decoder_term = term
     kl = torch.stack(kls[::-1]) if kls else x0.new_zeros(0, x0.shape[0])
     return VariationalBound(prior=prior, kl=kl, decoder=decoder_term, dim=x0[0].numel(),
-                            nfe=counting.nfe)
+                            nfe=counting.nfe, space="data" if latent is None else "latent")

@@ -9,6 +9,10 @@ grid and ``denoise=False``; the round trip errs by the solver's discretization e
 The data are placed at ``t_end`` (default 1e-3, sigma ≈ 0.01 for the default VP) rather than at
 0, since the first forward step evaluates the model at its starting time and networks are not
 defined at ``sigma = 0``.
+
+A latent model (:class:`~scoresde.latent.LatentDiffusion`, or a wrapper of one) first maps the data
+to its autoencoder latents ``z = to_latent(x)`` (one encoder call, not an NFE) and runs the sampler
+forward from ``z``; ``sample(model, z.shape, ..., x_T=...)`` decodes back to data.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from torch import Tensor
 
 from scoresde.grids import GridTable
+from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
 from scoresde.noise import NoiseSource
 from scoresde.samplers.base import Callback, SamplerSpec
@@ -51,6 +56,8 @@ def encode(
     increasing grid that was used. ``cond`` is passed to every network call, as in
     :func:`~scoresde.sample`. ``generator`` is accepted so that the arguments of a
     :func:`~scoresde.sample` call can be reused, and ignored: encoding draws no noise.
+    For a latent model ``x`` is data: the run starts from ``to_latent(x)``, returned as
+    ``.latents``.
     """
     del generator  # deterministic: nothing to draw
     check_model(model)
@@ -75,11 +82,13 @@ def encode(
             "encoding starts at the grid's data end, where the model would be evaluated at "
             "sigma = 0; use a grid ending at t_end > 0"
         )
+    latent = find_latent_model(model)
+    start = x if latent is None else latent.to_latent(x)
     counting = CountingModel(model, cond)
-    z = spec.fn(counting, x, table, None, opts, callback)
+    z = spec.fn(counting, start, table, None, opts, callback)
     if not torch.isfinite(z).all():
         raise FloatingPointError("encoding produced non-finite latents; check the model's outputs")
-    return SampleResult(x=z, nfe=counting.nfe, timesteps=ts)
+    return SampleResult(x=z, nfe=counting.nfe, timesteps=ts, latents=None if latent is None else start)
 
 
 INTERPOLATIONS = ("slerp", "linear")

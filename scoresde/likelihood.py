@@ -17,6 +17,12 @@ Step-size control: torchdiffeq measures the error over the whole batch, so a bat
 steps; the hardest sample sets them, the others are solved at least as accurately, and NFE
 grows with the batch. ``batch_size`` splits the data into independent solves (``batch_size=1``
 gives each sample its own steps); results agree across splits up to the solver tolerance.
+
+Latent models (:class:`~scoresde.latent.LatentDiffusion`, or a wrapper of one): the density is
+that of ``z = to_latent(x)`` in latent space, ``log p_eps(z)``, and the result says so
+(``space="latent"``). It is not a density of the data: with a latent dimension below the data's the
+model has none in data space, and for an invertible decoder the two differ by ``log|det ∂z/∂x|``
+(see :mod:`scoresde.latent`). :func:`bits_per_dim` therefore refuses latent models.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import torch
 from torch import Tensor
 
 from scoresde import flow, grids, ode
+from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model, split_cond
 from scoresde.noise import NoiseSource, as_noise
 from scoresde.sde import batch_coeff
@@ -41,6 +48,8 @@ class LikelihoodResult:
     """Per-sample results in nats: ``logp = prior_logp + delta_logp``.
 
     ``nfe`` holds, for each sample, the network evaluations of the solve it was part of.
+    ``space`` is where the density lives: ``"data"``, or ``"latent"`` for a latent model
+    (``logp`` is then ``log p(z)`` at ``z = to_latent(x)``, ``z`` here the prior end of the ODE).
     """
 
     logp: Tensor
@@ -48,6 +57,7 @@ class LikelihoodResult:
     prior_logp: Tensor
     delta_logp: Tensor
     nfe: Tensor
+    space: str = "data"
 
 
 def divergence(eps: Tensor, x: Tensor, trace: str = "exact", probes: Tensor | None = None) -> Tensor:
@@ -135,6 +145,9 @@ def log_likelihood(
 ) -> LikelihoodResult:
     """``log p_eps(x | cond)`` per sample, in nats, by the PF-ODE of ``model``.
 
+    For a latent model this is ``log p_eps(z | cond)`` of ``z = to_latent(x)``, with
+    ``space="latent"`` on the result (see the module docstring).
+
     Args:
         model: any :class:`~scoresde.model.DiffusionModel` (any SDE, any prediction type).
         x: data ``(batch, ...)``, finite floating point; its dtype is the solve's dtype
@@ -156,6 +169,9 @@ def log_likelihood(
     check_model(model)
     _check_data(x)
     check_cond(cond, x.shape[0])
+    latent = find_latent_model(model)
+    if latent is not None:
+        x = latent.to_latent(x)
     if trace not in TRACES:
         raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
     ode.check_method(method)
@@ -193,9 +209,9 @@ def log_likelihood(
             v = draw_probes(trace, probes, tuple(chunk.shape), noise, chunk.dtype, chunk.device)
         results.append(_solve_chunk(model, chunk_cond, chunk, trace, v, time_grid, method, rtol, atol,
                                     prior_logp))
-    return LikelihoodResult(
-        **{f: torch.cat([getattr(r, f) for r in results]) for f in LikelihoodResult.__dataclass_fields__}
-    )
+    per_sample = ("logp", "z", "prior_logp", "delta_logp", "nfe")
+    return LikelihoodResult(**{f: torch.cat([getattr(r, f) for r in results]) for f in per_sample},
+                            space="data" if latent is None else "latent")
 
 
 def dequantize(pixels: Tensor, noise: NoiseSource, data_range: tuple[float, float] = (0.0, 1.0),
@@ -255,8 +271,12 @@ def bits_per_dim(model: DiffusionModel, x: Tensor, *, cond: Cond = None,
     * Floating-point ``x``: continuous data, no dequantization, ``bpd = −log p(x)/(D·ln 2)``.
 
     ``cond`` and ``likelihood_options`` go to :func:`log_likelihood` (``trace``, ``method``,
-    ``rtol``…).
+    ``rtol``…). A latent model is refused: its density is one of latents, not of the data.
     """
+    if find_latent_model(model) is not None:
+        raise ValueError("bits_per_dim needs a density of the data, but a latent model's density is that of "
+                         "its latents z = to_latent(x); use sd.log_likelihood(model, x) (space='latent', "
+                         "nats) instead")
     if x.is_floating_point():
         y, log_jac = x, 0.0
     else:

@@ -2,7 +2,9 @@
 
 It validates the request, builds the time grid, draws ``x_T`` from the prior, counts network
 evaluations exactly and optionally finishes with a Tweedie denoising step
-``x_0 = E[x_0 | x_{t_end}]`` (one more evaluation).
+``x_0 = E[x_0 | x_{t_end}]`` (one more evaluation). A latent model
+(:class:`~scoresde.latent.LatentDiffusion`, or a wrapper of one) is sampled in its latent space and
+the result decoded once through its autoencoder (not counted as an NFE).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from torch import Tensor
 
 from scoresde import grids, samplers
 from scoresde.grids import GridTable
+from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
 from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec
@@ -22,11 +25,17 @@ from scoresde.samplers.base import Callback, SamplerOptions, SamplerSpec
 
 @dataclass(frozen=True)
 class SampleResult:
-    """Samples ``x``, the exact number of network evaluations ``nfe`` and the grid used."""
+    """Samples ``x``, the exact number of network evaluations ``nfe`` and the grid used.
+
+    ``latents``: for a latent model, the autoencoder latents ``z`` at the data end of the run (what
+    :func:`sample` decoded into ``x``, or what :func:`~scoresde.encode` started from,
+    ``to_latent(x)``); ``None`` for a model in data space.
+    """
 
     x: Tensor
     nfe: int
     timesteps: Tensor
+    latents: Tensor | None = None
 
 
 def resolve_sampler(sampler: str | SamplerSpec) -> SamplerSpec:
@@ -95,7 +104,8 @@ def sample(
     Args:
         model: any :class:`~scoresde.model.DiffusionModel` (a :class:`~scoresde.ScoreModel`
             or a wrapper of one).
-        shape: ``(batch, ...)`` of the samples.
+        shape: ``(batch, ...)`` of the samples; for a latent model the latent shape
+            ``(batch, *ldm.latent_shape(data_shape))`` (``.x`` is then the decoded data).
         cond: the condition passed to every network call: a tensor whose first axis is the
             batch (e.g. class labels) or a dict of network keyword arguments.
         sampler: a name from ``scoresde.samplers.available()`` or a ``SamplerSpec``.
@@ -116,7 +126,7 @@ def sample(
             sampler does not declare is an error listing the valid ones.
 
     Returns:
-        a :class:`SampleResult` with ``.x`` and ``.nfe``.
+        a :class:`SampleResult` with ``.x`` and ``.nfe`` (and ``.latents`` for a latent model).
     """
     check_model(model)
     spec = resolve_sampler(sampler)
@@ -171,4 +181,7 @@ def sample(
             f"sampling produced non-finite values ({spec.name!r}, {table.steps} steps, "
             f"options {opts}); check the model's outputs and the grid"
         )
+    latent = find_latent_model(model)
+    if latent is not None:
+        return SampleResult(x=latent.to_data(x), nfe=counting.nfe, timesteps=ts, latents=x)
     return SampleResult(x=x, nfe=counting.nfe, timesteps=ts)
