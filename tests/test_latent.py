@@ -165,7 +165,7 @@ def test_latent_density_and_data_density_differ_by_the_log_determinant():
     change of variables ``log p_x(x) = log p_z(z) + log|det ∂z/∂x| = log p_z(z) + d·log s − log|det W|``.
     The PF-ODE latent density plus that log-determinant equals the data density within the
     solver tolerance (2e-3 at rtol = atol = 1e-7; p_eps and p_0 differ by ~1e-5 here), while the
-    log-determinant itself is ~1.7 nats, so the latent density alone is not the data density."""
+    log-determinant itself is −2.55 nats, so the latent density alone is not the data density."""
     sde = sd.VPSDE()
     w2 = torch.tensor([[1.5, 0.6], [-0.4, 1.2]], dtype=F64)
     b2 = torch.tensor([0.3, -0.7], dtype=F64)
