@@ -1,7 +1,7 @@
 """scoresde: score-based generative models with SDEs — one SDE object, one model wrapper,
 interchangeable samplers, exact likelihoods, each checked against an analytic oracle."""
 
-from scoresde import grids, ode, samplers
+from scoresde import grids, latent, ode, samplers
 from scoresde.analytic import GaussianMixture
 from scoresde.bound import VariationalBound, variational_bound
 from scoresde.classifier import NoisyClassifier, classifier_loss, train_classifier
@@ -9,6 +9,13 @@ from scoresde.encoding import encode, interpolate
 from scoresde.grid_search import optimize_grid
 from scoresde.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from scoresde.inpainting import InpaintResult, inpaint
+from scoresde.latent import (
+    Autoencoder,
+    DiffusersAutoencoder,
+    LatentDiffusion,
+    LinearAutoencoder,
+    load_autoencoder_kl,
+)
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import CountingModel, DiffusionModel, Prediction, ScoreModel
 from scoresde.noise import GeneratorNoise, PerSampleNoise
@@ -23,16 +30,20 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "AnalyticVariance",
+    "Autoencoder",
     "BitsPerDim",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "CountingModel",
+    "DiffusersAutoencoder",
     "DiffusionModel",
     "EpsMomentTable",
     "GaussianMixture",
     "GeneratorNoise",
     "InpaintResult",
+    "LatentDiffusion",
     "LikelihoodResult",
+    "LinearAutoencoder",
     "NoisyClassifier",
     "PerSampleNoise",
     "Prediction",
@@ -47,6 +58,8 @@ __all__ = [
     "grids",
     "inpaint",
     "interpolate",
+    "latent",
+    "load_autoencoder_kl",
     "log_likelihood",
     "ode",
     "optimize_grid",

@@ -55,6 +55,7 @@ from torch import Tensor
 
 from scoresde import samplers
 from scoresde.grids import GridTable
+from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
 from scoresde.samplers.steps import Step, Variance, resolve_variance, reverse_step
@@ -194,6 +195,10 @@ def inpaint(
         :func:`repaint_schedule`) plus one with ``denoise``.
     """
     check_model(model)
+    if find_latent_model(model) is not None:
+        raise ValueError("inpaint replaces the observed part of the diffusion's state, but a latent model's "
+                         "state is its autoencoder's latents, where a data mask has no meaning; inpaint a "
+                         "pixel-space model")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method != "repaint" and (jump_length is not None or n_resample is not None):
