@@ -1,6 +1,6 @@
 """Networks for score models (``net(x, c) -> tensor shaped like x``) and weight averaging.
 
-``build_network({"name": "mlp" | "unet", **kwargs})`` builds one from a config group.
+``build_network({"name": "mlp" | "unet" | "diffusers_unet2d", **kwargs})`` builds one from a config group.
 Initial weights come from torch's global generator, as is usual in PyTorch
 (``torch.manual_seed`` before building fixes them); everything after that takes explicit
 generators.
@@ -14,13 +14,14 @@ from typing import Any
 
 from torch import nn
 
+from scoresde.interop import DiffusersUNet2D  # diffusers itself is imported only when one is built
 from scoresde.nn.classifier import TimeClassifierConv, TimeClassifierMLP
 from scoresde.nn.ema import EMA
 from scoresde.nn.embedding import GaussianFourierProjection, sinusoidal_embedding
 from scoresde.nn.mlp import TimeMLP
 from scoresde.nn.unet import UNet
 
-NETWORKS: dict[str, type[nn.Module]] = {"mlp": TimeMLP, "unet": UNet}
+NETWORKS: dict[str, type[nn.Module]] = {"mlp": TimeMLP, "unet": UNet, "diffusers_unet2d": DiffusersUNet2D}
 
 
 def build_network(config_model: Mapping[str, Any]) -> nn.Module:
