@@ -1,7 +1,7 @@
 """scoresde: score-based generative models with SDEs — one SDE object, one model wrapper,
 interchangeable samplers, exact likelihoods, each checked against an analytic oracle."""
 
-from scoresde import grids, latent, ode, samplers
+from scoresde import grids, interop, latent, ode, samplers
 from scoresde.analytic import GaussianMixture
 from scoresde.bound import VariationalBound, variational_bound
 from scoresde.classifier import NoisyClassifier, classifier_loss, train_classifier
@@ -9,6 +9,7 @@ from scoresde.encoding import encode, interpolate
 from scoresde.grid_search import optimize_grid
 from scoresde.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from scoresde.inpainting import InpaintResult, inpaint
+from scoresde.interop import export_diffusers, load_diffusers
 from scoresde.latent import (
     Autoencoder,
     DiffusersAutoencoder,
@@ -55,11 +56,14 @@ __all__ = [
     "classifier_loss",
     "encode",
     "estimate_eps_moment",
+    "export_diffusers",
     "grids",
     "inpaint",
+    "interop",
     "interpolate",
     "latent",
     "load_autoencoder_kl",
+    "load_diffusers",
     "log_likelihood",
     "ode",
     "optimize_grid",

@@ -157,8 +157,9 @@ def test_build_network():
     mlp = build_network({"name": "mlp", "dim": 2, "hidden": 16})
     assert isinstance(mlp, TimeMLP) and mlp.inp.out_features == 16
     assert isinstance(build_network({"name": "unet", **DIGITS_UNET}), UNet)
-    assert set(NETWORKS) == {"mlp", "unet"}
-    with pytest.raises(ValueError, match=r"unknown network 'resnet'; available: \['mlp', 'unet'\]"):
+    assert set(NETWORKS) == {"mlp", "unet", "diffusers_unet2d"}
+    available = r"\['diffusers_unet2d', 'mlp', 'unet'\]"
+    with pytest.raises(ValueError, match=r"unknown network 'resnet'; available: " + available):
         build_network({"name": "resnet"})
     with pytest.raises(ValueError, match=r"does not take \['width'\]"):
         build_network({"name": "mlp", "dim": 2, "width": 3})
