@@ -74,6 +74,15 @@ def default_config() -> ConfigDict:
     inpaint.n_resample = 10
     inpaint.n = 16  # test points completed
 
+    config.autoencoder = autoencoder = ConfigDict()  # scoresde.autoencoding.train_autoencoder
+    autoencoder.network = ConfigDict({"in_channels": 1, "latent_channels": 2, "channels": 16,
+                                      "channel_mult": (1, 2), "num_res_blocks": 1})  # ConvAutoencoder
+    autoencoder.kl_weight = 1e-2  # weight of KL(q(z | x) || N(0, I)) against the summed squared error
+
+    config.latent = latent = ConfigDict()  # latent diffusion: the score model works on scale·(E(x) − shift)
+    latent.autoencoder = ""  # "": a pixel-space model; else its checkpoint or train_autoencoder workdir
+    latent.scale_factor = 0.0  # 0: the autoencoder's measured 1/std of the training latents
+
     config.eval = evaluation = ConfigDict()
     evaluation.n_test = 0
     evaluation.batch_size = 256

@@ -6,6 +6,14 @@ the network (``model``); this module builds each of them, loads a trained model'
 checkpoint, and rebuilds the config of a checkpoint from the groups it stores (a checkpoint is
 self-describing: a shipped model needs no config file). The training loop
 (:mod:`scoresde.train`), the command line and the benchmarks all build through here.
+
+A **latent-diffusion experiment** names an autoencoder in ``latent.autoencoder`` (its checkpoint or
+:func:`scoresde.autoencoding.train_autoencoder` workdir): the score model is trained on
+``scale·(E(x) − shift)`` (:func:`latent_model`), and its checkpoints store the autoencoder (config,
+weights, latent statistics; :func:`scoresde.nn.autoencoder.autoencoder_state`) beside the score
+network, so :func:`load_trained` rebuilds the :class:`~scoresde.latent.LatentDiffusion` from the
+checkpoint alone. The path is where training found the autoencoder, not part of the experiment's
+identity; ``latent.scale_factor`` is.
 """
 
 from __future__ import annotations
@@ -22,8 +30,10 @@ from torch import Tensor
 from scoresde import checkpoint
 from scoresde.config import ADDED_IDENTITY_KEYS, default_config
 from scoresde.data import DataSpec, load_dataset, load_labelled_dataset
+from scoresde.latent import Autoencoder, LatentDiffusion
 from scoresde.model import ScoreModel
 from scoresde.nn import EMA, build_network
+from scoresde.nn.autoencoder import autoencoder_from_state
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
 
 SDE_BUILDERS: dict[str, Callable[[ConfigDict], SDE]] = {
@@ -61,24 +71,41 @@ def build_model(config: ConfigDict) -> ScoreModel:
                       learned_variance=mc.learned_variance)
 
 
+def is_latent(config: ConfigDict) -> bool:
+    """Whether ``config`` is a latent-diffusion experiment (``latent.autoencoder`` is set)."""
+    return "latent" in config and bool(config.latent.autoencoder)
+
+
+def latent_model(config: ConfigDict, model: ScoreModel, autoencoder: Autoencoder) -> LatentDiffusion:
+    """``model`` on the latents of ``autoencoder`` with ``latent.scale_factor`` (0: the autoencoder's)."""
+    scale = config.latent.scale_factor
+    return LatentDiffusion(model, autoencoder, scale_factor=scale if scale else None)
+
+
 def identity(config: ConfigDict) -> dict[str, Any]:
     """The part of a config that fixes what a checkpoint's weights mean.
 
     A key of :data:`scoresde.config.ADDED_IDENTITY_KEYS` is left out while it holds its default,
     so checkpoints written before it existed (``scoresde/assets/digits_vp.pt``) stay loadable.
+    A latent experiment adds ``{"latent": {"scale_factor": ...}}`` (the autoencoder itself is in
+    the checkpoint's state, see the module docstring); a pixel-space one has no latent group.
     """
     groups = {group: config[group].to_dict() for group in IDENTITY_GROUPS}
     defaults = default_config()
     for group, key in ADDED_IDENTITY_KEYS:
         if key in groups[group] and groups[group][key] == defaults[group][key]:
             del groups[group][key]
+    if is_latent(config):
+        groups["latent"] = {"scale_factor": config.latent.scale_factor}
     return groups
 
 
-def load_trained(config: ConfigDict | None, source: str | Path, use_ema: bool = True) -> ScoreModel:
+def load_trained(config: ConfigDict | None, source: str | Path,
+                 use_ema: bool = True) -> ScoreModel | LatentDiffusion:
     """A model with weights from ``source`` (see :func:`find_model`), built from ``config`` —
-    which must match the checkpoint's ``data``/``sde``/``model`` groups — or, for ``None``, from
-    the checkpoint's own config."""
+    which must match the checkpoint's ``data``/``sde``/``model`` (and ``latent``) groups — or, for
+    ``None``, from the checkpoint's own config. A latent experiment's model is a
+    :class:`~scoresde.latent.LatentDiffusion` with the autoencoder stored in the checkpoint."""
     path = find_model(source)
     if path is None:
         raise FileNotFoundError(f"no checkpoint in {source} (a checkpoint file, a workdir with "
@@ -95,20 +122,34 @@ def load_trained(config: ConfigDict | None, source: str | Path, use_ema: bool = 
     model.net.eval()
     for p in model.net.parameters():
         p.requires_grad_(False)
-    return model
+    if not is_latent(config):
+        return model
+    if "autoencoder" not in state:
+        raise ValueError(f"{path} stores no autoencoder, but the config is a latent experiment "
+                         f"(latent.autoencoder={config.latent.autoencoder!r}); was it written by "
+                         "scoresde.train?")
+    autoencoder = autoencoder_from_state(state["autoencoder"], where=str(path))
+    for p in autoencoder.parameters():
+        p.requires_grad_(False)
+    return latent_model(config, model, autoencoder)
 
 
 def export_model(config: ConfigDict, workdir: str | Path, path: str | Path) -> Path:
-    """Write the latest checkpoint's EMA weights alone (no optimizer) to ``path``, for shipping.
+    """Write the latest checkpoint's EMA weights alone (no optimizer) to ``path``, for shipping;
+    a latent experiment's autoencoder goes with them unchanged.
 
     The result loads with :func:`load_trained` like any checkpoint.
     """
     model = load_trained(config, workdir, use_ema=True)
     found = checkpoint.latest_checkpoint(Path(workdir))
-    step = int(checkpoint.load_checkpoint(found, config=identity(config))["step"])
+    stored = checkpoint.load_checkpoint(found, config=identity(config))
+    net = model.model.net if is_latent(config) else model.net
+    state = {"net": net.state_dict(), "step": int(stored["step"])}
+    if "autoencoder" in stored:
+        state["autoencoder"] = stored["autoencoder"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save_checkpoint(path, {"net": model.net.state_dict(), "step": step}, identity(config))
+    checkpoint.save_checkpoint(path, state, identity(config))
     return path
 
 
@@ -135,7 +176,9 @@ def load_labelled_data(config: ConfigDict, split: str) -> tuple[Tensor, Tensor, 
 def config_from_checkpoint(path: str | Path) -> ConfigDict:
     """The default config with the ``data``, ``sde`` and ``model`` groups stored in checkpoint
     ``path``: enough to rebuild and load the model, and to load its data splits. Keys of
-    :data:`scoresde.config.ADDED_IDENTITY_KEYS` that the checkpoint lacks take their defaults."""
+    :data:`scoresde.config.ADDED_IDENTITY_KEYS` that the checkpoint lacks take their defaults.
+    A latent model's ``latent.autoencoder`` is ``path`` itself (the checkpoint stores its autoencoder,
+    which :func:`scoresde.autoencoding.load_autoencoder` reads from there)."""
     stored = checkpoint.checkpoint_config(path)
     config = default_config()
     added = {group: {k: config[group][k] for g, k in ADDED_IDENTITY_KEYS if g == group}
@@ -144,6 +187,9 @@ def config_from_checkpoint(path: str | Path) -> ConfigDict:
         if group not in stored:
             raise ValueError(f"checkpoint {path} stores no {group!r} config group; pass its config file")
         config[group] = ConfigDict({**added[group], **_tuples(stored[group])})
+    if "latent" in stored:
+        config.latent = ConfigDict({"autoencoder": str(path),
+                                    "scale_factor": stored["latent"]["scale_factor"]})
     return config
 
 

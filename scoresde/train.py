@@ -19,6 +19,14 @@ by the null label :data:`~scoresde.analytic.NULL_LABEL` with probability
 The ``hybrid`` loss (learned variances, ``model.learned_variance``) gets
 ``vlb_weight=training.vlb_weight`` and, for image data, the discretized decoder on the data's
 pixel grid (``levels``, ``data_range``), the likelihood the variational bound measures there.
+
+**Latent diffusion** (``latent.autoencoder`` names an autoencoder's checkpoint or workdir,
+:func:`scoresde.autoencoding.load_autoencoder`): the training split is encoded once, batched and
+without gradients, by :meth:`~scoresde.latent.LatentDiffusion.to_latent` (``scale·(E(x) − shift)``),
+and the score model is trained on those latents (continuous data, so the hybrid loss uses its
+Gaussian decoder). Every checkpoint stores the autoencoder beside the network, so the trained
+model loads from the checkpoint alone; resuming checks that ``latent.autoencoder`` still holds the
+same autoencoder (config, weights, latent statistics).
 """
 
 from __future__ import annotations
@@ -35,16 +43,20 @@ from torch import Tensor
 
 from scoresde import checkpoint
 from scoresde.analytic import NULL_LABEL
-from scoresde.data import DataSpec
-from scoresde.experiment import build_model, identity, load_data, load_labelled_data
+from scoresde.autoencoding import batched, load_autoencoder
+from scoresde.data import CONTINUOUS_RANGE, DataSpec
+from scoresde.experiment import build_model, identity, is_latent, latent_model, load_data, load_labelled_data
+from scoresde.latent import LatentDiffusion
 from scoresde.losses import get_loss
 from scoresde.model import ScoreModel
 from scoresde.nn import EMA
+from scoresde.nn.autoencoder import ConvAutoencoder, autoencoder_state
 
 
 def checkpoint_state(model: ScoreModel, opt: torch.optim.Optimizer, ema: EMA, step: int,
-                     generator: torch.Generator) -> dict[str, Any]:
-    return {
+                     generator: torch.Generator,
+                     autoencoder: ConvAutoencoder | None = None) -> dict[str, Any]:
+    state = {
         "net": model.net.state_dict(),
         "optimizer": opt.state_dict(),
         "ema": ema.state_dict(),
@@ -52,6 +64,9 @@ def checkpoint_state(model: ScoreModel, opt: torch.optim.Optimizer, ema: EMA, st
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
     }
+    if autoencoder is not None:
+        state["autoencoder"] = autoencoder_state(autoencoder)
+    return state
 
 
 @dataclass
@@ -91,6 +106,26 @@ def _training_data(config: ConfigDict) -> tuple[Tensor, Tensor | None, DataSpec]
     return data, labels, spec
 
 
+def _latent_data(ldm: LatentDiffusion, data: Tensor, spec: DataSpec) -> tuple[Tensor, DataSpec]:
+    """The training data as latents ``ldm.to_latent(x)`` (encoded once, batched, no gradients)
+    and their spec (continuous data of the latent shape)."""
+    latents = batched(ldm.to_latent, data)
+    return latents, DataSpec(f"{spec.name} latents", ldm.latent_shape(spec.shape), None, CONTINUOUS_RANGE)
+
+
+def _check_same_autoencoder(state: dict[str, Any], autoencoder: ConvAutoencoder, latest: Path,
+                            source: str) -> None:
+    """Refuse to resume on the latents of another autoencoder than the checkpoint's."""
+    stored, current = state.get("autoencoder"), autoencoder_state(autoencoder)
+    same = (stored is not None and stored["net"].keys() == current["net"].keys()
+            and all(torch.equal(stored["net"][k], v) for k, v in current["net"].items())
+            and all(stored[k] == current[k] for k in ("config", "scale_factor", "shift_factor")))
+    if not same:
+        raise ValueError(f"{latest} was trained on the latents of another autoencoder than the one in "
+                         f"latent.autoencoder={source!r}; point it at the original or train in a fresh "
+                         "workdir")
+
+
 def _loss_options(config: ConfigDict, spec: DataSpec) -> dict[str, Any]:
     """The keyword arguments of ``training.loss`` that the config fixes."""
     tc = config.training
@@ -119,10 +154,13 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     tc = config.training
     workdir = Path(workdir)
     data, labels, spec = _training_data(config)
+    autoencoder = load_autoencoder(config.latent.autoencoder) if is_latent(config) else None
     loss_fn = get_loss(tc.loss)
-    loss_options = _loss_options(config, spec)
     torch.manual_seed(tc.seed)  # initial weights, Fourier features and dropout use the global RNG
     model = build_model(config)
+    if autoencoder is not None:
+        data, spec = _latent_data(latent_model(config, model, autoencoder), data, spec)
+    loss_options = _loss_options(config, spec)
     opt = torch.optim.Adam(model.net.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
     ema = EMA(model.net, decay=tc.ema_decay)
     generator = torch.Generator().manual_seed(tc.seed)
@@ -140,6 +178,8 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
         step = int(state["step"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if autoencoder is not None:
+            _check_same_autoencoder(state, autoencoder, latest, config.latent.autoencoder)
         log(f"resumed from {latest} at step {step}")
 
     losses: list[tuple[int, float]] = []
@@ -175,8 +215,8 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
             log(f"step {step}: loss {mean_loss:.5f}, {rate:.0f} samples/s")
             window, t0 = [], time.perf_counter()
         if step % tc.ckpt_every == 0 or step == tc.steps:
-            checkpoint.save_and_prune(workdir, step, checkpoint_state(model, opt, ema, step, generator),
-                                      identity(config), keep=tc.keep_checkpoints)
+            state = checkpoint_state(model, opt, ema, step, generator, autoencoder)
+            checkpoint.save_and_prune(workdir, step, state, identity(config), keep=tc.keep_checkpoints)
     if bar is not None:
         bar.close()
     model.net.eval()

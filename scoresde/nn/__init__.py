@@ -1,4 +1,5 @@
-"""Networks for score models (``net(x, c) -> tensor shaped like x``) and weight averaging.
+"""Networks for score models (``net(x, c) -> tensor shaped like x``), weight averaging and the
+convolutional autoencoder of latent diffusion (:class:`ConvAutoencoder`).
 
 ``build_network({"name": "mlp" | "unet" | "diffusers_unet2d", **kwargs})`` builds one from a config group.
 Initial weights come from torch's global generator, as is usual in PyTorch
@@ -15,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from scoresde.interop import DiffusersUNet2D  # diffusers itself is imported only when one is built
+from scoresde.nn.autoencoder import ConvAutoencoder
 from scoresde.nn.classifier import TimeClassifierConv, TimeClassifierMLP
 from scoresde.nn.ema import EMA
 from scoresde.nn.embedding import GaussianFourierProjection, sinusoidal_embedding
@@ -44,6 +46,7 @@ def build_network(config_model: Mapping[str, Any]) -> nn.Module:
 __all__ = [
     "EMA",
     "NETWORKS",
+    "ConvAutoencoder",
     "GaussianFourierProjection",
     "TimeClassifierConv",
     "TimeClassifierMLP",
