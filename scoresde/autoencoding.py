@@ -21,8 +21,9 @@ and a cosine decay to 0 at ``training.steps`` (:func:`learning_rate`), gradient 
 atomic, weights only) every ``training.ckpt_every`` steps and at the end hold the autoencoder
 (:func:`~scoresde.nn.autoencoder.autoencoder_state`), the optimizer, the step and the generator,
 so a run resumed after an interruption equals a straight one bit for bit (the schedule is fixed
-by ``training.steps``: resuming with another value changes the rest of the run's learning rates). Each stores the latent statistics of its
-weights measured on the whole training split (:func:`measure_latent_statistics`): as LDM, the
+by ``training.steps``: resuming with another value changes the rest of the run's learning rates).
+Each stores the latent statistics of its weights measured on the whole training split
+(:func:`measure_latent_statistics`): as LDM, the
 scale factor is ``1/std`` of the training latents μ(x) (all elements pooled), and, as SD3's
 ``shift_factor``, the shift is their mean, so ``scale·(μ(x) − shift)`` has mean 0 and variance 1.
 
