@@ -6,14 +6,19 @@ not have is an error that names the nearest keys.
 
 Modes (one module each in this package; shared plumbing in ``common``):
   train        train (or resume) the experiment in --workdir; checkpoints under DIR/checkpoints.
+               A latent-diffusion config (latent.autoencoder set) trains on the autoencoder's latents.
+  train_autoencoder
+               train (or resume) the autoencoder of a latent-diffusion experiment (the config's
+               autoencoder group) in --workdir.
   export       write the latest checkpoint's EMA weights alone to --out (a small file that
-               loads like a checkpoint, e.g. for shipping a model).
+               loads like a checkpoint, e.g. for shipping a model); --export_format=diffusers
+               writes a diffusers pipeline folder instead (a model on the diffusers_unet2d network).
   sample       draw --n samples with --sampler at --steps (defaults: the config's `sampling`
                group); writes DIR/samples.png (an image grid, or a scatter for 2-D data) and
                DIR/samples.npz; prints NFE and time. The model-loading modes (sample, likelihood,
                bench, reconstruct, interpolate, demo) load from --model_dir (a workdir, a
-               checkpoint file or a shipped model such as digits_vp; default --workdir), with
-               --config or else the config stored in the checkpoint.
+               checkpoint file, a shipped model such as digits_vp, or a local diffusers folder;
+               default --workdir), with --config or else the config stored in the checkpoint.
   likelihood   bits/dim (and NLL in nats) of the test split by the probability-flow ODE with
                the config's `eval` settings; integer pixels are uniformly dequantized. Prints
                mean ± standard error and NFE; writes DIR/likelihood.npz.
@@ -38,6 +43,9 @@ Modes (one module each in this package; shared plumbing in ``common``):
 Examples:
   scoresde train --config=configs/digits_vp.py --workdir=models/digits_vp
   scoresde train --config=configs/gmm2d_vp.py --workdir=runs/gmm --config.training.steps=500
+  scoresde train_autoencoder --config=configs/digits_ae.py --workdir=models/digits_ae
+  scoresde train --config=configs/digits_latent.py --workdir=models/digits_latent
+  scoresde sample --model_dir=path/to/diffusers_pipeline --workdir=out --sampler=dpm_solver --steps=20
   scoresde sample --model_dir=digits_vp --workdir=out --sampler=pc --steps=100
   scoresde sample --model_dir=digits_vp_cond --workdir=out --class=3 --guidance=2.0
   scoresde inpaint --model_dir=digits_vp --workdir=out --config=configs/digits_vp.py \\
@@ -70,6 +78,7 @@ from scoresde.cli import (
     reconstruct,
     sample,
     train,
+    train_autoencoder,
 )
 from scoresde.cli.common import FLAGS, fail, parse_flags
 
@@ -77,7 +86,8 @@ from scoresde.cli.common import FLAGS, fail, parse_flags
 
 MODES: dict[str, Callable[[], None]] = {
     module.__name__.rsplit(".", 1)[-1]: module.main
-    for module in (train, export, sample, likelihood, bench, reconstruct, inpaint, interpolate, demo)
+    for module in (train, train_autoencoder, export, sample, likelihood, bench, reconstruct, inpaint,
+                   interpolate, demo)
 }
 # Errors that mean "bad input or missing files": reported as one line, not a traceback
 # (--verbosity=1 logs the traceback too).

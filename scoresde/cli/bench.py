@@ -17,11 +17,13 @@ from scoresde.cli.common import (
     FLAGS,
     IMAGE_ADAPTIVE,
     FlagError,
+    data_spec,
     format_floor,
     format_table,
     load_model,
     noise_floor,
     run_samplers,
+    sample_shape,
     sampler_runs,
     seed,
     steps_list,
@@ -40,7 +42,7 @@ def main() -> None:
     model, cfg = load_model()
     n = FLAGS.n or cfg.sampling.n
     s = seed(cfg)
-    _, spec = test_split(cfg, 2)
+    spec = data_spec(model, cfg)
     reference = floor = None
     if spec.shape == (2,):
         reference, _ = test_split(cfg, n)
@@ -50,7 +52,7 @@ def main() -> None:
         floor = noise_floor(lambda: train_set[torch.randperm(len(train_set), generator=g)[:size]], reference)
     adaptive = ADAPTIVE if reference is not None else IMAGE_ADAPTIVE
     runs = sampler_runs(steps_list(), sd.samplers.variants(), adaptive)
-    results = run_samplers(model, (n, *spec.shape), runs, s, reference, desc="bench")
+    results = run_samplers(model, (n, *sample_shape(model, spec)), runs, s, reference, desc="bench")
     rows = [row for row, _ in results]
     wd.mkdir(parents=True, exist_ok=True)
     csv_path = wd / "bench.csv"

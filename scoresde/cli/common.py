@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 import scoresde as sd
 from scoresde import assets, experiment
+from scoresde.config import default_config
 from scoresde.data import DataSpec, to_pixels
 from scoresde.metrics import mmd2
 
@@ -78,8 +79,10 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     "model_dir", None,
     "Where the model-loading modes (sample, likelihood, bench, reconstruct, interpolate, demo) load "
-    "the trained model from: a workdir (its latest checkpoint), a checkpoint file, or the name of a "
-    "shipped model (digits_vp). Default: --workdir (demo: the shipped digits_vp).")
+    "the trained model from: a workdir (its latest checkpoint), a checkpoint file, the name of a "
+    "shipped model (digits_vp), or a local diffusers folder (a pipeline folder with model_index.json, "
+    "or a UNet folder with its scheduler_config.json; with vae/ a latent model on its AutoencoderKL). "
+    "Default: --workdir (demo: the shipped digits_vp).")
 
 flags.DEFINE_integer(
     "class", None,
@@ -326,10 +329,83 @@ def model_source(default: str | Path | None = None) -> Path:
     return Path(given)
 
 
-def load_model(default_source: str | Path | None = None) -> tuple[sd.ScoreModel, ConfigDict]:
+def is_diffusers_folder(path: Path) -> bool:
+    """A diffusers pipeline folder (``model_index.json``) or model folder (``config.json``)."""
+    return path.is_dir() and ((path / "model_index.json").is_file() or (path / "config.json").is_file())
+
+
+def load_diffusers_folder(source: Path) -> tuple[sd.DiffusionModel, ConfigDict]:
+    """A diffusers folder as a model (:func:`scoresde.interop.load_diffusers`; a pipeline folder with
+    ``vae/`` is a latent model on its AutoencoderKL) and a config: --config if given (its data group
+    is what the model is evaluated on), else the defaults with no data set (``data.name = ""``)."""
+    from scoresde import interop
+
+    model: sd.DiffusionModel = interop.load_diffusers(source)
+    if type(model.net.unet).__name__ == "UNet2DConditionModel":
+        raise FlagError(f"{source} holds a UNet2DConditionModel, which needs text embeddings "
+                        "(encoder_hidden_states) that the command line cannot make; sample it from Python: "
+                        "sd.sample(model, shape, cond=embeddings), see the README's 'Use a diffusers model'")
+    if (source / "vae" / "config.json").is_file():  # Stable Diffusion's layout: a latent model
+        model = sd.LatentDiffusion(model, sd.load_autoencoder_kl(source, subfolder="vae"))
+    if FLAGS.config is not None:
+        return model, FLAGS.config
+    cfg = default_config()
+    cfg.data.name = ""  # no data set: sample and bench only
+    cfg.sampling.n = 16
+    return model, cfg
+
+
+def _pixel_model(model: sd.DiffusionModel) -> sd.DiffusionModel:
+    """The model that runs the sampler: a latent model's inner model, else ``model``."""
+    latent = sd.latent.find_latent_model(model)
+    return model if latent is None else latent.model
+
+
+def diffusers_data_shape(model: sd.DiffusionModel) -> tuple[int, ...] | None:
+    """The per-sample data shape of a diffusers model (see :func:`load_diffusers_folder`): the UNet's
+    ``(in_channels, *sample_size)``, times the AutoencoderKL's downsampling for a latent model;
+    ``None`` for other models."""
+    from scoresde import interop
+
+    net = getattr(_pixel_model(model), "net", None)
+    if not isinstance(net, interop.DiffusersUNet):
+        return None
+    unet = net.unet.config
+    size = tuple(unet.sample_size) if isinstance(unet.sample_size, (list, tuple)) else (unet.sample_size,) * 2
+    latent = sd.latent.find_latent_model(model)
+    if latent is None:
+        return (unet.in_channels, *size)
+    vae = latent.autoencoder.vae.config
+    factor = 2 ** (len(vae.block_out_channels) - 1)
+    return (vae.in_channels, *(n * factor for n in size))
+
+
+def data_spec(model: sd.DiffusionModel, cfg: ConfigDict) -> DataSpec:
+    """What one sample of ``model`` is: the config's data set, or for a diffusers model without
+    one, 8-bit images on [−1, 1] of the UNet's shape (diffusers' convention)."""
+    diffusers_shape = diffusers_data_shape(model)
+    if not cfg.data.name and diffusers_shape is not None:
+        return DataSpec("diffusers model", diffusers_shape, 256, (-1.0, 1.0))
+    _, spec = test_split(cfg, 2)
+    if diffusers_shape is not None and tuple(spec.shape) != diffusers_shape:
+        raise FlagError(f"--config's data ({spec.name}, shape {tuple(spec.shape)}) does not fit the model "
+                        f"in --model_dir, which makes samples of shape {diffusers_shape}")
+    return spec
+
+
+def sample_shape(model: sd.DiffusionModel, spec: DataSpec) -> tuple[int, ...]:
+    """The per-sample shape the sampler runs in: the data's, or a latent model's latent shape."""
+    latent = sd.latent.find_latent_model(model)
+    return tuple(spec.shape) if latent is None else latent.latent_shape(tuple(spec.shape))
+
+
+def load_model(default_source: str | Path | None = None) -> tuple[sd.DiffusionModel, ConfigDict]:
     """The trained model and its config: --config if given (it must match the checkpoint),
-    else the config stored in the checkpoint. EMA weights unless --noema."""
+    else the config stored in the checkpoint. EMA weights unless --noema. A diffusers folder
+    loads through :func:`load_diffusers_folder`."""
     source = model_source(default_source)
+    if is_diffusers_folder(source):
+        return load_diffusers_folder(source)
     found = experiment.find_model(source)
     if found is None:
         raise FileNotFoundError(f"no trained model in {source} (a workdir with checkpoints/, a "
@@ -377,6 +453,9 @@ def conditioning(model: sd.ScoreModel, cfg: ConfigDict,
 
 def test_split(cfg: ConfigDict, n: int | None = None) -> tuple[Tensor, DataSpec]:
     """The config's test split: ``n`` points, or ``config.eval.n_test`` (0: all) by default."""
+    if not cfg.data.name:
+        raise FlagError("this mode needs data and the model in --model_dir comes without a data set: pass "
+                        "--config=FILE whose data group names the images to evaluate on")
     if n is not None:
         cfg = cfg.copy_and_resolve_references()
         cfg.eval.n_test = int(n)

@@ -43,7 +43,7 @@ def main() -> None:
     enc = sd.encode(model, x, name, steps, **options)
     z = enc.x.detach()
     zs = sd.interpolate(z[0::2], z[1::2], k, method=FLAGS.interpolation)  # (k, pairs, ...)
-    dec = decode(model, zs.reshape(k * pairs, *spec.shape), name, enc.timesteps, options)
+    dec = decode(model, zs.reshape(k * pairs, *z.shape[1:]), name, enc.timesteps, options)
     wall = time.perf_counter() - start
     paths = dec.x.detach().cpu().reshape(k, pairs, *spec.shape)
     ends = torch.stack([x[0::2], x[1::2]])  # (2, pairs, ...)

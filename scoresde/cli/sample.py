@@ -14,14 +14,15 @@ from scoresde.cli.common import (
     FLAGS,
     FlagError,
     conditioning,
+    data_spec,
     describe,
     load_model,
     pixels,
+    sample_shape,
     sampler_and_options,
     seed,
     steps_for,
     steps_text,
-    test_split,
     timesteps_from_file,
     workdir,
 )
@@ -43,11 +44,11 @@ def main() -> None:
         grid_args = {"steps": steps}
     n = FLAGS.n or cfg.sampling.n
     model, cond, cond_text = conditioning(model, cfg, n)
-    _, spec = test_split(cfg, 2)
+    spec = data_spec(model, cfg)
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed(cfg))
-    out = sd.sample(model, (n, *spec.shape), name, cond=cond, generator=generator, progress=True, **grid_args,
-                    **options)
+    shape = (n, *sample_shape(model, spec))
+    out = sd.sample(model, shape, name, cond=cond, generator=generator, progress=True, **grid_args, **options)
     wall = time.perf_counter() - start
     x = out.x.detach().cpu()
 
