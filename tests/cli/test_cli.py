@@ -190,7 +190,7 @@ def test_nearest_keys_and_override_parsing() -> None:
 def test_check_config_overrides_on_a_real_config() -> None:
     cli.check_config_overrides(["x", f"--config={TINY}", "--config.training.steps=5",
                                 "--config.model.network.hidden=8"])
-    groups = r"top-level groups: data, eval, inpaint, model, sampling, sde"
+    groups = r"top-level groups: autoencoder, data, eval, inpaint, latent, model, sampling, sde, training"
     with pytest.raises(cli.ConfigKeyError, match=groups):
         cli.check_config_overrides(["x", f"--config={TINY}", "--config.nonsense=1"])
     with pytest.raises(cli.ConfigKeyError, match="no --config=FILE"):
