@@ -344,5 +344,9 @@ def load_autoencoder_kl(path: str | os.PathLike, *, subfolder: str | None = None
         raise FileNotFoundError(f"no AutoencoderKL folder at {folder!r}: expected a local folder with "
                                 "config.json (as AutoencoderKL.save_pretrained writes it) or a pipeline "
                                 "folder with vae/")
-    vae = AutoencoderKL.from_pretrained(root, subfolder=subfolder, torch_dtype=dtype, local_files_only=True)
+    if not os.path.isfile(os.path.join(folder, "diffusion_pytorch_model.safetensors")):
+        raise FileNotFoundError(f"no safetensors weights in {folder!r} (pickled .bin weights are not loaded: "
+                                "re-save them with save_pretrained(..., safe_serialization=True))")
+    vae = AutoencoderKL.from_pretrained(root, subfolder=subfolder, torch_dtype=dtype, local_files_only=True,
+                                        use_safetensors=True, low_cpu_mem_usage=False)
     return DiffusersAutoencoder(vae.eval())
