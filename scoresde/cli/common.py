@@ -348,6 +348,7 @@ def load_diffusers_folder(source: Path) -> tuple[sd.DiffusionModel, ConfigDict]:
     if (source / "vae" / "config.json").is_file():  # Stable Diffusion's layout: a latent model
         model = sd.LatentDiffusion(model, sd.load_autoencoder_kl(source, subfolder="vae"))
     if FLAGS.config is not None:
+        data_spec(model, FLAGS.config)  # the data must fit the model
         return model, FLAGS.config
     cfg = default_config()
     cfg.data.name = ""  # no data set: sample and bench only
