@@ -1,8 +1,10 @@
 """The README's examples run as written.
 
 Each ```python block of the sections in :data:`SECTIONS` is executed in a fresh namespace (with the
-working directory a temporary folder, so an example that writes files leaves nothing behind); the output the README shows after ``#>`` is checked against what the block prints, to the
-digits the README gives, so a changed default or a changed API shows up here first.
+working directory a temporary folder, so an example that writes files leaves nothing behind); the
+output the README shows after ``#>`` is checked against what the block prints, to the digits the
+README gives, so a changed default or a changed API shows up here first. The diffusers examples
+need diffusers (skipped without it).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # section heading -> how many examples it has at least
-SECTIONS = {"## Guidance, inpainting and reverse variances": 3}
+SECTIONS = {"## Guidance, inpainting and reverse variances": 3, "## Use a diffusers model": 3}
 
 
 def blocks(section: str) -> list[str]:
@@ -39,6 +41,8 @@ def test_the_section_has_examples(section):
 @pytest.mark.parametrize("section,index", [(s, i) for s, n in SECTIONS.items() for i in range(n)])
 def test_readme_example_runs_and_prints_what_it_shows(section, index, tmp_path, monkeypatch):
     block = blocks(section)[index]
+    if "import diffusers" in block:
+        pytest.importorskip("diffusers")
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
