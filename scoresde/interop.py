@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -438,14 +440,30 @@ def export_diffusers(model: ScoreModel, path: str | Path) -> Path:
     and VAE are not part of the model. :func:`load_diffusers` reloads the folder to the same model
     (bit-identical weights and β table, so bit-identical samples).
 
+    The folder is written beside ``path`` and renamed into place, so an interrupted export leaves
+    nothing at ``path``.
+
     Raises:
         TypeError / ValueError: not a ScoreModel on a :class:`DiffusersUNet`, not a VP SDE with a
             discrete β table, ``time_input`` other than ``"index"``, or a score prediction.
+        FileExistsError: ``path`` exists and is not an empty folder.
     """
     diffusers = _import_diffusers()
     net = check_exportable(model)
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists and is not an empty folder; export_diffusers writes a new "
+                              "pipeline folder (remove it or pass another path)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed into place: a killed export leaves no half folder.
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        _write_pipeline(diffusers, model, net, Path(tmp))
+        os.replace(tmp, path)
+        os.mkdir(tmp)  # for TemporaryDirectory's clean-up
+    return path
+
+
+def _write_pipeline(diffusers: Any, model: ScoreModel, net: DiffusersUNet, path: Path) -> None:
     net.unet.save_pretrained(path / "unet", safe_serialization=True)
     if net.null_class is not None:
         config_file = path / "unet" / "config.json"
@@ -469,7 +487,6 @@ def export_diffusers(model: ScoreModel, path: str | Path) -> Path:
              "scheduler": ["diffusers", type(scheduler).__name__],
              "unet": ["diffusers", type(net.unet).__name__]}
     (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-    return path
 
 
 __all__ = [

@@ -347,6 +347,22 @@ def test_export_refuses_what_diffusers_cannot_hold(tmp_path, unet2d):
     assert not any((tmp_path / name).exists() for name in "abcde")
     with pytest.raises(TypeError, match="wraps a diffusers UNet2DModel or UNet2DConditionModel, got Linear"):
         DiffusersUNet(torch.nn.Linear(2, 2))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not an empty folder"):
+        export_diffusers(sd.ScoreModel(net, ddpm, time_input="index"), tmp_path / "full")
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]
+
+
+def test_export_writes_beside_and_renames(tmp_path, unet2d):
+    """The folder appears whole (written in a hidden sibling, renamed into place) and nothing else is
+    left beside it; an existing empty folder is filled."""
+    model = sd.ScoreModel(DiffusersUNet(unet2d), sd.VPSDE.from_betas(DDPM_BETAS), time_input="index")
+    (tmp_path / "empty").mkdir()
+    for name in ("new", "empty"):
+        export_diffusers(model, tmp_path / name)
+        assert {p.name for p in (tmp_path / name).iterdir()} == {"model_index.json", "scheduler", "unet"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "new"]
 
 
 def test_load_refuses_bad_folders_and_configs(tmp_path, unet2d):
