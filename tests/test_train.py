@@ -124,7 +124,7 @@ def test_a_checkpoint_is_self_describing(tmp_path):
 def test_shipped_model_is_package_data():
     from scoresde.assets import SHIPPED, shipped_model
 
-    assert SHIPPED == ("digits_vp", "digits_vp_cond", "digits_vp_lv")
+    assert SHIPPED == ("digits_vp", "digits_vp_cond", "digits_vp_lv", "digits_latent")
     model = load_trained(None, shipped_model("digits_vp"))
     assert model.prediction == "eps" and model.sde.N == 1000
     cond = load_trained(None, shipped_model("digits_vp_cond"))

@@ -8,7 +8,10 @@ how each was trained: ``models/README.md`` in the repository):
   dropout 0.1 for classifier-free guidance (``configs/digits_vp_cond.py``; ``cond=labels``,
   ``NULL_LABEL`` for the unconditional branch);
 * ``"digits_vp_lv"`` — digits_vp with a learned variance, trained on the hybrid loss
-  (``configs/digits_vp_lv.py``).
+  (``configs/digits_vp_lv.py``);
+* ``"digits_latent"`` — latent diffusion on digits (1.7 MB): a DDPM U-Net on the 4×4×2 latents of
+  the convolutional autoencoder stored in the same file (``configs/digits_ae.py``,
+  ``configs/digits_latent.py``); loads as a :class:`~scoresde.latent.LatentDiffusion`.
 
 A shipped checkpoint stores its own config groups, so
 :func:`scoresde.experiment.load_trained` needs no config file for it.
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-SHIPPED = ("digits_vp", "digits_vp_cond", "digits_vp_lv")
+SHIPPED = ("digits_vp", "digits_vp_cond", "digits_vp_lv", "digits_latent")
 
 
 def shipped_model(name: str) -> Path:

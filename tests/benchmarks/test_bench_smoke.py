@@ -189,3 +189,19 @@ def test_guidance_benchmark_quick() -> None:
     acc = {float(w): float(a) for w, a in re.findall(r"w=([+-]\d\.\d): accuracy (\d\.\d+)", proc.stdout)}
     assert set(acc) == {-1.0, 0.0, 2.0}, proc.stdout
     assert acc[2.0] > acc[-1.0] + 0.5, acc  # 40 samples: chance 0.1 against ~1.0
+
+
+def test_latent_benchmark_quick() -> None:
+    """``benchmarks/latent.py --quick``: both shipped digits models (pixel and latent) run three
+    samplers at 5 steps (5 NFE each) with finite FD, and the autoencoder's reconstructions score
+    within 25 % of the training images' own FD (32 images: both ~8, the small-set bias; a broken
+    autoencoder scores far above)."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "latent.py"), "--quick"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = re.findall(r"(digits_vp|digits_latent) .* NFE +(\d+) seed 0: FD (\d+\.\d+)", proc.stdout)
+    assert sorted(m for m, _, _ in runs) == ["digits_latent"] * 3 + ["digits_vp"] * 3, proc.stdout
+    assert all(nfe == "5" and math.isfinite(float(fd)) for _, nfe, fd in runs), runs
+    refs = re.search(r"FD floor (\S+), autoencoder reconstructions (\S+)", proc.stdout)
+    floor, recon = float(refs[1]), float(refs[2])
+    assert recon < 1.25 * floor, (floor, recon)
