@@ -3,6 +3,7 @@ interchangeable samplers, exact likelihoods, each checked against an analytic or
 
 from scoresde import grids, interop, latent, ode, samplers
 from scoresde.analytic import GaussianMixture
+from scoresde.autoencoding import load_autoencoder, train_autoencoder
 from scoresde.bound import VariationalBound, variational_bound
 from scoresde.classifier import NoisyClassifier, classifier_loss, train_classifier
 from scoresde.encoding import encode, interpolate
@@ -19,6 +20,7 @@ from scoresde.latent import (
 )
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import CountingModel, DiffusionModel, Prediction, ScoreModel
+from scoresde.nn.autoencoder import ConvAutoencoder
 from scoresde.noise import GeneratorNoise, PerSampleNoise
 from scoresde.sampling import SampleResult, sample
 from scoresde.sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -35,6 +37,7 @@ __all__ = [
     "BitsPerDim",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
+    "ConvAutoencoder",
     "CountingModel",
     "DiffusersAutoencoder",
     "DiffusionModel",
@@ -62,6 +65,7 @@ __all__ = [
     "interop",
     "interpolate",
     "latent",
+    "load_autoencoder",
     "load_autoencoder_kl",
     "load_diffusers",
     "log_likelihood",
@@ -69,6 +73,7 @@ __all__ = [
     "optimize_grid",
     "sample",
     "samplers",
+    "train_autoencoder",
     "train_classifier",
     "variational_bound",
 ]

@@ -43,8 +43,8 @@ Modes (one module each in this package; shared plumbing in ``common``):
 Examples:
   scoresde train --config=configs/digits_vp.py --workdir=models/digits_vp
   scoresde train --config=configs/gmm2d_vp.py --workdir=runs/gmm --config.training.steps=500
-  scoresde train_autoencoder --config=configs/digits_ae.py --workdir=models/digits_ae
-  scoresde train --config=configs/digits_latent.py --workdir=models/digits_latent
+  scoresde train_autoencoder --config=configs/digits_ae.py --workdir=/tmp/digits_ae_work
+  scoresde train --config=configs/digits_latent.py --workdir=/tmp/digits_latent_work  # names that AE
   scoresde sample --model_dir=path/to/diffusers_pipeline --workdir=out --sampler=dpm_solver --steps=20
   scoresde sample --model_dir=digits_vp --workdir=out --sampler=pc --steps=100
   scoresde sample --model_dir=digits_vp_cond --workdir=out --class=3 --guidance=2.0
