@@ -18,7 +18,8 @@ import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 # section heading -> how many examples it has at least
-SECTIONS = {"## Guidance, inpainting and reverse variances": 3, "## Use a diffusers model": 3}
+SECTIONS = {"## Guidance, inpainting and reverse variances": 3, "## Use a diffusers model": 3,
+            "## Latent diffusion": 2}
 
 
 def blocks(section: str) -> list[str]:
