@@ -62,7 +62,8 @@ def test_unknown_mode_lists_modes(tmp_path: Path) -> None:
     proc = _cli("no-such-mode", cwd=tmp_path)
     assert proc.returncode != 0
     assert "unknown mode 'no-such-mode'" in proc.stderr
-    modes = "train, export, sample, likelihood, bench, reconstruct, inpaint, interpolate, demo"
+    modes = ("train, train_autoencoder, export, sample, likelihood, bench, reconstruct, inpaint, "
+             "interpolate, demo")
     assert f"available modes: {modes}" in proc.stderr
 
 
