@@ -161,23 +161,26 @@ def test_dpm_solver_pp_2m_equals_diffusers(tmp_path, unet2d, prediction_type, st
     assert max_diff(first.x, raw) > 1000 * bar(raw)
 
 
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    """A tiny Stable-Diffusion-like pipeline folder: a random UNet2DConditionModel (cross-attention
-    dim 16) and SD's DDIM config (scaled_linear 0.00085 → 0.012, steps_offset 1, set_alpha_to_one
-    False)."""
+def save_sd_folder(folder: Path, sample_size: int = 8) -> Path:
+    """A tiny Stable-Diffusion-like pipeline folder: a random UNet2DConditionModel (4 latent channels,
+    cross-attention dim 16) and SD's DDIM config (scaled_linear 0.00085 → 0.012, steps_offset 1,
+    set_alpha_to_one False)."""
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        sample_size=sample_size, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+        layers_per_block=1, norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, attention_head_dim=4)
-    folder = tmp_path_factory.mktemp("sd")
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                             clip_sample=False, set_alpha_to_one=False,
                             steps_offset=1).save_pretrained(folder / "scheduler")
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     return folder
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    return save_sd_folder(tmp_path_factory.mktemp("sd"))
 
 
 def test_conditional_unet_with_guidance_equals_the_sd_denoising_loop(sd_folder):

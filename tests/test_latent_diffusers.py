@@ -10,16 +10,15 @@ the loop below is the pipeline's ``__call__`` with the prompt embeddings given, 
 same order.) Precision as in tests/test_interop.py: diffusers holds the schedule in float32, we in
 float64, so the latents agree to ``γ·REL·(1 + max|x|)``; the decoder is the same float32 network on
 latents that differ by that much, so the images agree to a bar of the same order times the decoder's
-gain (measured 1.6e-6 absolute on images of size ~1; bar 1e-4). Without guidance the images
+gain (measured 1.4e-6 absolute on images of size ~1; bar 1e-4). Without guidance the images
 differ by > 100× the bar.
 """
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from test_interop import save_sd_folder
 
 import scoresde as sd
 from scoresde.interop import scheduler_times
@@ -32,22 +31,14 @@ IMAGE_BAR = 1e-4
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
+    """tests/test_interop.py's tiny SD folder at 4×4 latents, plus a tiny AutoencoderKL (3×8×8 ↔ 4×4×4,
+    SD's scaling factor 0.18215) in ``vae/``."""
+    path = save_sd_folder(tmp_path_factory.mktemp("sd_pipeline"), sample_size=4)
     torch.manual_seed(0)
-    unet = diffusers.UNet2DConditionModel(
-        sample_size=4, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        norm_num_groups=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16, attention_head_dim=4)
-    vae = diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
-                                  layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=8,
-                                  scaling_factor=0.18215)
-    path = tmp_path_factory.mktemp("sd_pipeline")
-    unet.save_pretrained(path / "unet", safe_serialization=True)
-    vae.save_pretrained(path / "vae", safe_serialization=True)
-    diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                            clip_sample=False, set_alpha_to_one=False,
-                            steps_offset=1).save_pretrained(path / "scheduler")
-    (path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    diffusers.AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                            up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                            layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=8,
+                            scaling_factor=0.18215).save_pretrained(path / "vae", safe_serialization=True)
     return path
 
 
