@@ -34,14 +34,15 @@ import re
 import uuid
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 __all__ = [
     "FORMAT",
+    "atomic_write",
     "checkpoint_config",
     "checkpoint_path",
     "latest_checkpoint",
@@ -181,6 +182,15 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], config: M
     state = dict(state)
     _check_state(state, "state")
     payload = {"format": FORMAT, "config_json": _config_json(config), "state": state}
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file atomically: ``write(f)`` fills a temporary file ``.NAME.PID.RANDOM.tmp`` in the
+    same folder (created if missing), which is flushed, fsynced and renamed over ``path``
+    (``os.replace``), then the folder is fsynced. A crash leaves the old file or the new one,
+    never a partial file under ``path``; on an error the temporary file is removed."""
+    path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
@@ -188,7 +198,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], config: M
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -27,6 +27,16 @@ and the score model is trained on those latents (continuous data, so the hybrid 
 Gaussian decoder). Every checkpoint stores the autoencoder beside the network, so the trained
 model loads from the checkpoint alone; resuming checks that ``latent.autoencoder`` still holds the
 same autoencoder (config, weights, latent statistics).
+
+**Several processes** (``torchrun --nproc_per_node=K -m scoresde.cli train ...``; see
+:mod:`scoresde.distributed`): the global batch is ``training.batch_size`` (K must divide it).
+Every rank draws it — indices, labels, dropout of labels, the loss's times and noise — from the
+shared generator as one process does, runs the network on its ``B/K`` rows inside
+``DistributedDataParallel`` and all-gathers the predictions, so the loss is the global batch's;
+DDP sums the per-rank gradients. K processes thus take the steps of one process up to float
+summation order. Rank 0 alone logs and writes checkpoints (atomically; they also hold every rank's
+torch RNG state, which dropout uses); every rank resumes from the checkpoint rank 0 found. Under
+NCCL each rank trains on ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -41,7 +51,7 @@ import torch
 from ml_collections import ConfigDict
 from torch import Tensor
 
-from scoresde import checkpoint
+from scoresde import checkpoint, distributed
 from scoresde.analytic import NULL_LABEL
 from scoresde.autoencoding import batched, load_autoencoder
 from scoresde.data import CONTINUOUS_RANGE, DataSpec
@@ -54,8 +64,10 @@ from scoresde.nn.autoencoder import ConvAutoencoder, autoencoder_state
 
 
 def checkpoint_state(model: ScoreModel, opt: torch.optim.Optimizer, ema: EMA, step: int,
-                     generator: torch.Generator,
-                     autoencoder: ConvAutoencoder | None = None) -> dict[str, Any]:
+                     generator: torch.Generator, autoencoder: ConvAutoencoder | None = None,
+                     rank_rng: list[Tensor] | None = None) -> dict[str, Any]:
+    """What a checkpoint holds; ``rank_rng``: the dropout generator's state of every rank (see
+    :func:`_per_rank_rng`)."""
     state = {
         "net": model.net.state_dict(),
         "optimizer": opt.state_dict(),
@@ -66,6 +78,8 @@ def checkpoint_state(model: ScoreModel, opt: torch.optim.Optimizer, ema: EMA, st
     }
     if autoencoder is not None:
         state["autoencoder"] = autoencoder_state(autoencoder)
+    if rank_rng is not None:
+        state["torch_rng_ranks"] = list(rank_rng)
     return state
 
 
@@ -143,6 +157,35 @@ def _loss_options(config: ConfigDict, spec: DataSpec) -> dict[str, Any]:
     return options
 
 
+def _per_rank_rng(world: distributed.World) -> bool:
+    """Whether checkpoints hold each rank's RNG state: with several processes, or a network on an
+    accelerator (whose dropout draws from the device's generator, not the CPU's)."""
+    return world.size > 1 or world.device.type != "cpu"
+
+
+def _rng_state(device: torch.device) -> Tensor:
+    """The state of the global generator dropout draws from on ``device``."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _restore_rng(state: dict[str, Any], world: distributed.World, log: Callable[[str], None]) -> None:
+    """Set this rank's dropout generator from a checkpoint: its own state when the checkpoint was
+    written by as many processes; otherwise rank 0 takes the single CPU stream (as one process does)
+    and the other ranks keep their fresh seeds."""
+    ranks = state.get("torch_rng_ranks")
+    if ranks is not None and len(ranks) == world.size:
+        if world.device.type == "cuda":
+            torch.cuda.set_rng_state(ranks[world.rank], world.device)
+        else:
+            torch.set_rng_state(ranks[world.rank])
+        return
+    if _per_rank_rng(world) or ranks is not None:
+        log(f"the checkpoint was written by {1 if ranks is None else len(ranks)} process(es), this run has "
+            f"{world.size}: the dropout streams of ranks >= 1 (and on accelerators) start afresh")
+    if world.is_main:
+        torch.set_rng_state(state["torch_rng"])
+
+
 def _learning_rate(config: ConfigDict, step: int) -> float:
     warmup = config.training.warmup
     return config.training.lr * (min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
@@ -153,6 +196,10 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     """Train (or resume) the experiment ``config`` in ``workdir``; see the module docstring."""
     tc = config.training
     workdir = Path(workdir)
+    world = distributed.init()
+    if not world.is_main:  # rank 0 logs for all
+        log, progress = (lambda _: None), False
+    world.rows(tc.batch_size)  # K processes split the global batch evenly
     data, labels, spec = _training_data(config)
     autoencoder = load_autoencoder(config.latent.autoencoder) if is_latent(config) else None
     loss_fn = get_loss(tc.loss)
@@ -160,13 +207,19 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     model = build_model(config)
     if autoencoder is not None:
         data, spec = _latent_data(latent_model(config, model, autoencoder), data, spec)
+    if world.rank > 0:  # dropout: each rank its own stream (rank 0 continues the 1-process one)
+        torch.manual_seed(distributed.rank_seed(tc.seed, world.rank))
+    model.to(world.device)
+    data = data.to(world.device)
+    labels = None if labels is None else labels.to(world.device)
     loss_options = _loss_options(config, spec)
     opt = torch.optim.Adam(model.net.parameters(), lr=tc.lr, betas=(0.9, 0.999), eps=1e-8)
     ema = EMA(model.net, decay=tc.ema_decay)
-    generator = torch.Generator().manual_seed(tc.seed)
+    generator = torch.Generator(world.device).manual_seed(tc.seed)
     step = 0
 
-    latest = checkpoint.latest_checkpoint(workdir)
+    # Every rank resumes from the checkpoint rank 0 finds.
+    latest = world.broadcast_object(checkpoint.latest_checkpoint(workdir) if world.is_main else None)
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, config=identity(config))
         if "optimizer" not in state:
@@ -177,7 +230,7 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
         ema.load_state_dict(state["ema"])
         step = int(state["step"])
         generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        _restore_rng(state, world, log)
         if autoencoder is not None:
             _check_same_autoencoder(state, autoencoder, latest, config.latent.autoencoder)
         log(f"resumed from {latest} at step {step}")
@@ -189,11 +242,12 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
 
         bar = tqdm(total=tc.steps, initial=step, unit="step", desc="train")
     model.net.train()
+    step_model = model if world.size == 1 else distributed.DataParallelModel(model, world)
     window, t0 = [], time.perf_counter()
     while step < tc.steps:
-        idx = torch.randint(len(data), (tc.batch_size,), generator=generator)
+        idx = torch.randint(len(data), (tc.batch_size,), generator=generator, device=generator.device)
         cond = None if labels is None else drop_labels(labels[idx], tc.label_dropout, generator)
-        loss = loss_fn(model, data[idx], generator, cond=cond, **loss_options)
+        loss = loss_fn(step_model, data[idx], generator, cond=cond, **loss_options)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower training.lr?")
         opt.zero_grad(set_to_none=True)
@@ -215,9 +269,14 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
             log(f"step {step}: loss {mean_loss:.5f}, {rate:.0f} samples/s")
             window, t0 = [], time.perf_counter()
         if step % tc.ckpt_every == 0 or step == tc.steps:
-            state = checkpoint_state(model, opt, ema, step, generator, autoencoder)
-            checkpoint.save_and_prune(workdir, step, state, identity(config), keep=tc.keep_checkpoints)
+            rank_rng = None
+            if _per_rank_rng(world):
+                rank_rng = world.all_gather_object(_rng_state(world.device).cpu())
+            if world.is_main:
+                state = checkpoint_state(model, opt, ema, step, generator, autoencoder, rank_rng)
+                checkpoint.save_and_prune(workdir, step, state, identity(config), keep=tc.keep_checkpoints)
     if bar is not None:
         bar.close()
+    world.barrier()  # no rank returns before rank 0 has written the last checkpoint
     model.net.eval()
     return TrainResult(model=model, ema=ema, step=step, losses=losses)

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import scoresde as sd
-from scoresde import assets, experiment
+from scoresde import assets, distributed, experiment
 from scoresde.config import default_config
 from scoresde.data import DataSpec, to_pixels
 from scoresde.metrics import mmd2
@@ -67,6 +67,15 @@ flags.DEFINE_integer(
     "points (default config.eval.n_test; 0 there means the whole split). reconstruct: test points "
     "(default 64). interpolate: pairs of test points (default 4). demo: samples per oracle run "
     "(default 2000).", lower_bound=1)
+# torchrun's argument parser takes --n=... for an abbreviation of its own --nnodes/--nproc_per_node
+# and stops; under torchrun write --num_samples=....
+flags.DEFINE_alias("num_samples", "n")
+flags.DEFINE_integer(
+    "shard_size", 1000,
+    "sample: samples per shard, each drawn as one batch with scoresde.PerSampleNoise (sample i from stream "
+    "i) and written to WORKDIR/shards/ before the merge into samples.npz; a killed run resumes the "
+    "missing shards, under torchrun they are dealt over the processes. The samples do not depend on "
+    "the number of processes.", lower_bound=1)
 flags.DEFINE_integer(
     "seed", None,
     "Random seed of the prior draw, the samplers' noise, dequantization and Hutchinson probes "
@@ -394,6 +403,14 @@ def data_spec(model: sd.DiffusionModel, cfg: ConfigDict) -> DataSpec:
     return spec
 
 
+def to_device(model: sd.DiffusionModel, world: distributed.World) -> sd.DiffusionModel:
+    """``model`` moved to the device of this process (a no-op on the CPU): under torchrun with CUDA,
+    ``cuda:LOCAL_RANK``."""
+    if world.device.type != "cpu" and isinstance(model, torch.nn.Module):
+        model.to(world.device)
+    return model
+
+
 def sample_shape(model: sd.DiffusionModel, spec: DataSpec) -> tuple[int, ...]:
     """The per-sample shape the sampler runs in: the data's, or a latent model's latent shape."""
     latent = sd.latent.find_latent_model(model)
@@ -545,21 +562,21 @@ def sampler_runs(steps: Sequence[int], variants: Sequence[sd.samplers.Variant],
 
 def run_samplers(model: sd.ScoreModel, shape: tuple[int, ...], runs: Sequence[Run], seed: int = 0,
                  reference: Tensor | None = None, progress: bool = True,
-                 desc: str = "samplers") -> list[tuple[Row, Tensor]]:
-    """Run each of ``runs`` on ``model`` and measure it.
+                 desc: str = "samplers", device: torch.device | None = None) -> list[tuple[Row, Tensor]]:
+    """Run each of ``runs`` on ``model`` (on ``device``, default the CPU) and measure it.
 
     Every run starts from the same prior draw (generator seeded with ``seed + 1``); wall time
     is measured around :func:`scoresde.sample` only, after one tiny warm-up call so the first
     run does not pay torch's start-up costs. With ``reference`` the unbiased MMD² of the
     samples to it is recorded as well.
     """
-    sd.sample(model, (2, *shape[1:]), "ddim", 1, generator=torch.Generator().manual_seed(seed))
+    sd.sample(model, (2, *shape[1:]), "ddim", 1, generator=torch.Generator().manual_seed(seed), device=device)
     results: list[tuple[Row, Tensor]] = []
     for run in tqdm(runs, desc=desc, unit="run", disable=not progress):
         v = run.variant
         gen = torch.Generator().manual_seed(seed + 1)  # same prior draw for every run
         start = time.perf_counter()
-        out = sd.sample(model, shape, v.sampler, run.steps, generator=gen, **v.options)
+        out = sd.sample(model, shape, v.sampler, run.steps, generator=gen, device=device, **v.options)
         wall = time.perf_counter() - start
         grid = "adaptive" if run.steps is None else sd.samplers.get(v.sampler).grid_for(model.sde)
         distance = None if reference is None else mmd2(out.x, reference)
@@ -618,17 +635,27 @@ def noise_floor(draw: Any, reference: Tensor, sets: int = FLOOR_SETS) -> NoiseFl
 
 
 def split_bits_per_dim(model: sd.ScoreModel, cfg: ConfigDict, x: Tensor, spec: DataSpec, seed: int,
-                       progress: bool = True) -> sd.BitsPerDim:
+                       progress: bool = True, world: distributed.World | None = None) -> sd.BitsPerDim:
     """Bits/dim of data ``x`` of ``spec`` with the config's ``eval`` settings (trace, probes,
-    method, rtol, atol, batch size); image splits are uniformly dequantized pixels."""
+    method, rtol, atol, batch size); image splits are uniformly dequantized pixels.
+
+    Without ``world``: one process, the noise from ``torch.Generator().manual_seed(seed)``. With it:
+    :func:`scoresde.distributed.bits_per_dim_sharded`, chunks of ``eval.batch_size`` dealt over its
+    ranks with the noise of sample ``i`` from ``PerSampleNoise(seed)``'s stream ``i``, so the values
+    do not depend on the number of processes."""
     ev = cfg.eval
     options = {"trace": ev.trace, "probes": ev.get("probes", 1), "method": ev.get("method", "dopri5"),
-               "rtol": ev.rtol, "atol": ev.atol, "batch_size": ev.batch_size, "progress": progress}
-    generator = torch.Generator().manual_seed(seed)
+               "rtol": ev.rtol, "atol": ev.atol, "progress": progress}
     if spec.is_image:  # exact: the split lies on the pixel grid
-        return sd.bits_per_dim(model, pixels(x, spec), data_range=spec.data_range, levels=spec.levels,
-                               generator=generator, dtype=x.dtype, **options)
-    return sd.bits_per_dim(model, x, generator=generator, **options)
+        data = pixels(x, spec)
+        options.update(data_range=spec.data_range, levels=spec.levels, dtype=x.dtype)
+    else:
+        data = x
+    if world is not None:
+        return distributed.bits_per_dim_sharded(model, data.to(world.device), seed=seed,
+                                                batch_size=ev.batch_size, world=world, **options)
+    return sd.bits_per_dim(model, data, generator=torch.Generator().manual_seed(seed),
+                           batch_size=ev.batch_size, **options)
 
 
 def likelihood_settings(cfg: ConfigDict) -> str:
