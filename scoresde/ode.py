@@ -1,8 +1,11 @@
 """ODE backends behind one interface: ``solve(func, y0, grid, method, rtol, atol)``.
 
-``func(s, y)`` is a vector field with ``s`` a float64 scalar tensor and ``y`` a tensor of any
-shape. ``grid`` is the 1-D tensor of times to step through: every point for the fixed-step
-methods, only its ends for the adaptive ones. Integration may run forwards or backwards.
+``func(s, y)`` is a vector field with ``s`` a float64 time tensor and ``y`` a tensor of shape
+``(batch, ...)``. ``s`` is a scalar for every method except the per-sample ones, which pass one
+time per sample (shape ``(batch,)``); a field written with per-sample coefficients
+(``batch_coeff``) serves both. ``grid`` is the 1-D tensor of times to step through: every point
+for the fixed-step methods, only its ends for the adaptive ones. Integration may run forwards
+or backwards.
 
 * Built-in fixed-step Runge–Kutta methods are data: a :class:`ButcherTableau` and its order,
   run by one stepping function (pure torch, differentiable, on any device).
@@ -10,6 +13,16 @@ methods, only its ends for the adaptive ones. Integration may run forwards or ba
   ``fehlberg2``) run on the state's device.
 * ``scipy`` methods (``RK45``, ``RK23``, ``DOP853``, ``LSODA``, ``Radau``, ``BDF``) run on the
   host in float64; every evaluation copies the state to and from the device.
+* ``torchode`` methods (``torchode_dopri5``, ``torchode_tsit5``; an optional dependency,
+  ``pip install torchode``) solve each sample of the batch as its own problem: its own times,
+  step sizes and error norm (RMS over that sample's components), so a sample's solution does
+  not depend on its batch. They run with torchode's integral controller (safety 0.9, step
+  factor in [0.2, 10], exponent 1/5: the controller of torchdiffeq's dopri5 and scipy's RK45).
+  The batch is still evaluated together: every field call covers all samples (finished ones
+  at their end time), so the batch costs the NFE of its slowest sample.
+
+The adaptive methods with a shared step size (torchdiffeq, scipy) take one norm over the whole
+batch: the hardest sample sets every sample's steps.
 
 A step that ends at ``s = 0`` is taken with Euler whatever the tableau: the fields integrated
 here (the PF-ODE in ``σ̄``) are evaluated only at ``σ̄ > 0``, as EDM's samplers do.
@@ -53,16 +66,36 @@ RK4 = ButcherTableau(
 FIXED_STEP: dict[str, ButcherTableau] = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RALSTON3, RK4)}
 TORCHDIFFEQ_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 SCIPY_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "Radau", "BDF")
+TORCHODE_METHODS = ("torchode_dopri5", "torchode_tsit5")
 
 
 def methods() -> list[str]:
     """Every method name :func:`solve` accepts."""
-    return [*FIXED_STEP, *TORCHDIFFEQ_METHODS, *SCIPY_METHODS]
+    return [*FIXED_STEP, *TORCHDIFFEQ_METHODS, *SCIPY_METHODS, *TORCHODE_METHODS]
 
 
 def is_adaptive(method: str) -> bool:
     check_method(method)
     return method not in FIXED_STEP
+
+
+def is_per_sample(method: str) -> bool:
+    """Whether ``method`` gives each sample its own adaptive steps (the torchode methods)."""
+    check_method(method)
+    return method in TORCHODE_METHODS
+
+
+@dataclass(frozen=True)
+class Solution:
+    """``y`` at the end of the grid and ``nfe[b]``, the field evaluations sample ``b`` needed.
+
+    With a shared step size (fixed-step, torchdiffeq, scipy) every sample needed every call.
+    With a per-sample method, ``nfe[b]`` counts the calls made while sample ``b`` was still
+    being solved; the batch made ``nfe.max()`` calls (each covering all samples).
+    """
+
+    y: Tensor
+    nfe: Tensor
 
 
 def check_method(method: str) -> None:
@@ -116,6 +149,41 @@ def _solve_torchdiffeq(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, me
                   options={"step_t": unit[1:]})[-1]
 
 
+def _solve_torchode(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: str,
+                    rtol: float, atol: float) -> Solution:
+    try:
+        import torchode
+    except ImportError as err:
+        raise ImportError(f"ODE method {method!r} needs torchode, an optional dependency: "
+                          "pip install torchode") from err
+
+    shape, batch = y0.shape, y0.shape[0]
+    calls = 0
+
+    def flat(s: Tensor, y: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return func(s, y.reshape(shape)).reshape(batch, -1)
+
+    term = torchode.ODETerm(flat, with_stats=False)
+    step = {"torchode_dopri5": torchode.Dopri5, "torchode_tsit5": torchode.Tsit5}[method](term=term)
+    controller = torchode.IntegralController(atol=atol, rtol=rtol, term=term)
+    ends = [s.to(device=y0.device, dtype=torch.float64).expand(batch) for s in (s0, s1)]
+    problem = torchode.InitialValueProblem(y0=y0.reshape(batch, -1), t_start=ends[0], t_end=ends[1])
+    sol = torchode.AutoDiffAdjoint(step, controller).solve(problem)
+    failed = (sol.status != torchode.Status.SUCCESS.value).nonzero().flatten().tolist()
+    if failed:
+        codes = sorted({torchode.Status(int(sol.status[i])).name for i in failed})
+        raise RuntimeError(f"torchode {method} failed for samples {failed[:10]} "
+                           f"({len(failed)} of {batch}): {', '.join(codes)}")
+    # Every loop iteration evaluates the whole batch (FSAL: the first stage is the last one of
+    # the previous step); a sample that finished early sat out max(n_steps) − n_steps of them.
+    per_step = step.tableau.n_stages - int(step.tableau.fsal)
+    n_steps = sol.stats["n_steps"].cpu()
+    nfe = calls - per_step * (n_steps.max() - n_steps)
+    return Solution(sol.ys[:, -1].reshape(shape), nfe)
+
+
 def _solve_scipy(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: str,
                  rtol: float, atol: float) -> Tensor:
     import numpy as np
@@ -135,20 +203,39 @@ def _solve_scipy(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: 
     return torch.from_numpy(res.y[:, -1]).reshape(shape).to(device=device, dtype=dtype)
 
 
-def solve(func: VectorField, y0: Tensor, grid: Tensor, method: str = "dopri5",
-          rtol: float = 1e-5, atol: float = 1e-5,
-          on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
-    """Integrate ``dy/ds = func(s, y)`` from ``grid[0]`` to ``grid[-1]``; returns ``y(grid[-1])``.
+def solve_with_stats(func: VectorField, y0: Tensor, grid: Tensor, method: str = "dopri5",
+                     rtol: float = 1e-5, atol: float = 1e-5,
+                     on_step: Callable[[int, Tensor], None] | None = None) -> Solution:
+    """Integrate ``dy/ds = func(s, y)`` from ``grid[0]`` to ``grid[-1]``: ``y(grid[-1])`` and NFE.
 
     Fixed-step methods visit every grid point (``on_step`` is called after each step);
-    adaptive ones use only the ends and choose their own steps to meet ``rtol``/``atol``
-    (measured over the whole state, so a batch shares one step size).
+    adaptive ones use only the ends and choose their own steps to meet ``rtol``/``atol``:
+    measured over the whole state for torchdiffeq and scipy (a batch shares one step size), per
+    sample for the torchode methods (``func`` then receives one time per sample).
     """
     check_method(method)
     grid = torch.as_tensor(grid, dtype=torch.float64)
-    if method in FIXED_STEP:
-        return integrate_fixed(func, y0, grid, FIXED_STEP[method], on_step)
-    if not (rtol > 0 and atol > 0):
+    if method not in FIXED_STEP and not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-    solver = _solve_torchdiffeq if method in TORCHDIFFEQ_METHODS else _solve_scipy
-    return solver(func, y0, grid[0], grid[-1], method, rtol, atol)
+    if method in TORCHODE_METHODS:
+        return _solve_torchode(func, y0, grid[0], grid[-1], method, rtol, atol)
+    calls = 0
+
+    def counted(s: Tensor, y: Tensor) -> Tensor:
+        nonlocal calls
+        calls += 1
+        return func(s, y)
+
+    if method in FIXED_STEP:
+        y = integrate_fixed(counted, y0, grid, FIXED_STEP[method], on_step)
+    else:
+        solver = _solve_torchdiffeq if method in TORCHDIFFEQ_METHODS else _solve_scipy
+        y = solver(counted, y0, grid[0], grid[-1], method, rtol, atol)
+    return Solution(y, torch.full((y0.shape[0],), calls, dtype=torch.long))
+
+
+def solve(func: VectorField, y0: Tensor, grid: Tensor, method: str = "dopri5",
+          rtol: float = 1e-5, atol: float = 1e-5,
+          on_step: Callable[[int, Tensor], None] | None = None) -> Tensor:
+    """:func:`solve_with_stats` without the counts: returns ``y(grid[-1])``."""
+    return solve_with_stats(func, y0, grid, method, rtol, atol, on_step).y

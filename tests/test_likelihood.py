@@ -267,7 +267,10 @@ def test_backends_agree() -> None:
 
     Each is within ~1e-5 nats of the exact value at these settings (dopri5/RK45 at tol 1e-6;
     rk4's 4th-order error at 256 logSNR steps is ~1e-7), so they must agree to 1e-4 nats per
-    sample, and each must be within 1e-4 of the truth.
+    sample, and each must be within 1e-4 of the truth. The latents z are VE's, of size ~σ_max = 50,
+    whose error the solvers control relative to |z| (rtol 1e-6 per step, measured 1.7e-6·|z|
+    after the solve): they must agree to 1e-5 relative (+ 1e-4), far below the distance between
+    the latents of different points.
     """
     sde = sd.VESDE()
     gmm = mixture_2d()
@@ -283,7 +286,7 @@ def test_backends_agree() -> None:
     for name, res in runs.items():
         assert (res.logp - truth).abs().max() < 1e-4, name
         torch.testing.assert_close(res.logp, runs["dopri5"].logp, rtol=0, atol=1e-4)
-        torch.testing.assert_close(res.z, runs["dopri5"].z, rtol=0, atol=1e-4)
+        torch.testing.assert_close(res.z, runs["dopri5"].z, rtol=1e-5, atol=1e-4)
 
 
 def test_batch_size_splits_agree() -> None:

@@ -43,7 +43,7 @@ ADAPTIVE = [*sd.ode.TORCHDIFFEQ_METHODS, *sd.ode.SCIPY_METHODS]
 
 
 def test_method_lists_are_consistent():
-    assert set(sd.ode.methods()) == {*sd.ode.FIXED_STEP, *ADAPTIVE}
+    assert set(sd.ode.methods()) == {*sd.ode.FIXED_STEP, *ADAPTIVE, *sd.ode.TORCHODE_METHODS}
     assert [sd.ode.FIXED_STEP[m].order for m in ("euler", "midpoint", "heun", "ralston3", "rk4")] == [
         1, 2, 2, 3, 4]
     for name, tab in sd.ode.FIXED_STEP.items():
