@@ -8,7 +8,7 @@ TORCH_CPU ?= torch==2.13.0
 # none is importable, because an unpinned `torch` pulls several GB of CUDA packages.
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "$(TORCH_CPU)"
-	@$(PYTHON) -m pip install -q -e ".[dev,digits,bench]"
+	@$(PYTHON) -m pip install -q -e ".[dev,digits,bench,torchode]"
 	@# k-diffusion (a benchmark peer) without its training stack: its samplers need torchsde only
 	@# (in the bench extra); its torchvision pin would replace the installed torch.
 	@$(PYTHON) -m pip install -q --no-deps "k-diffusion==0.1.1.post1"
