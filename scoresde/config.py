@@ -7,12 +7,17 @@ a locked ConfigDict refuses keys it does not have.
 Keys added after checkpoints were shipped are listed in :data:`ADDED_IDENTITY_KEYS`: a checkpoint
 whose config lacks one was made with its default, so a missing key and its default are the same
 experiment (:func:`scoresde.experiment.identity` leaves such keys out while they hold the default).
+The runtime options of :data:`RUNTIME_KEYS` (``model.autocast``, ``model.compile``,
+``model.channels_last``) are left out of the identity whatever they hold.
 """
 
 from ml_collections import ConfigDict
 
 # (group, key) of identity keys added after checkpoints were shipped; see the module docstring.
 ADDED_IDENTITY_KEYS = (("model", "num_classes"), ("model", "learned_variance"))
+# (group, key) of runtime options inside the identity groups: how the network is run (autocast,
+# torch.compile, memory format), never what its weights mean, so never part of a checkpoint's identity.
+RUNTIME_KEYS = (("model", "autocast"), ("model", "compile"), ("model", "channels_last"))
 
 
 def default_config() -> ConfigDict:
@@ -40,6 +45,10 @@ def default_config() -> ConfigDict:
     model.network = ConfigDict({"name": "mlp", "dim": 2, "hidden": 128, "layers": 3, "emb_dim": 32})
     model.num_classes = 0  # > 0: a class-conditional network, net(x, c, labels); labels from the data set
     model.learned_variance = False  # the network also outputs the variance interpolation v
+    # Runtime options (RUNTIME_KEYS: how the network runs, not what its weights mean):
+    model.autocast = ""  # "" | "bfloat16" | "float16": the network (only) under torch.autocast
+    model.compile = ""  # "": off; else a torch.compile backend ("inductor", "eager", "cudagraphs", ...)
+    model.channels_last = False  # image networks in the channels-last memory format
 
     config.training = training = ConfigDict()
     training.loss = "dsm"  # dsm | ddpm | smld | hybrid (learned variance)

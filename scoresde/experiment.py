@@ -28,7 +28,7 @@ from ml_collections import ConfigDict
 from torch import Tensor
 
 from scoresde import checkpoint
-from scoresde.config import ADDED_IDENTITY_KEYS, default_config
+from scoresde.config import ADDED_IDENTITY_KEYS, RUNTIME_KEYS, default_config
 from scoresde.data import DataSpec, load_dataset, load_labelled_dataset
 from scoresde.latent import Autoencoder, LatentDiffusion
 from scoresde.model import ScoreModel
@@ -57,9 +57,27 @@ def build_sde(config: ConfigDict) -> SDE:
     return SDE_BUILDERS[name](config.sde)
 
 
+AUTOCAST = {"": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def runtime_options(config: ConfigDict) -> dict[str, Any]:
+    """The :class:`ScoreModel` keywords of the config's runtime options (``model.autocast``,
+    ``model.compile``, ``model.channels_last``; see :data:`scoresde.config.RUNTIME_KEYS`); a config
+    without them (written before they existed) runs the network as it is."""
+    mc = config.model
+    autocast, backend = mc.get("autocast", ""), mc.get("compile", "")
+    if autocast not in AUTOCAST:
+        raise ValueError(f"model.autocast must be one of {sorted(AUTOCAST)}, got {autocast!r}")
+    if not isinstance(backend, str):
+        raise ValueError(f"model.compile must be '' (off) or a torch.compile backend name, got {backend!r}")
+    return {"autocast": AUTOCAST[autocast], "compile": {"backend": backend} if backend else False,
+            "channels_last": bool(mc.get("channels_last", False))}
+
+
 def build_model(config: ConfigDict) -> ScoreModel:
     """A fresh :class:`ScoreModel`: the network of ``config.model.network`` with
-    ``model.num_classes`` classes and ``model.learned_variance``."""
+    ``model.num_classes`` classes and ``model.learned_variance``, run with the config's runtime
+    options (:func:`runtime_options`)."""
     mc = config.model
     network = mc.network.to_dict()
     misplaced = sorted({"num_classes", "learned_variance"} & set(network))
@@ -68,7 +86,7 @@ def build_model(config: ConfigDict) -> ScoreModel:
                          "model.network (the training loop and the model read them there)")
     net = build_network({**network, "num_classes": mc.num_classes, "learned_variance": mc.learned_variance})
     return ScoreModel(net, build_sde(config), prediction=mc.prediction, time_input=mc.time_input,
-                      learned_variance=mc.learned_variance)
+                      learned_variance=mc.learned_variance, **runtime_options(config))
 
 
 def is_latent(config: ConfigDict) -> bool:
@@ -86,7 +104,8 @@ def identity(config: ConfigDict) -> dict[str, Any]:
     """The part of a config that fixes what a checkpoint's weights mean.
 
     A key of :data:`scoresde.config.ADDED_IDENTITY_KEYS` is left out while it holds its default,
-    so checkpoints written before it existed (``scoresde/assets/digits_vp.pt``) stay loadable.
+    so checkpoints written before it existed (``scoresde/assets/digits_vp.pt``) stay loadable; the
+    runtime options of :data:`scoresde.config.RUNTIME_KEYS` are always left out.
     A latent experiment adds ``{"latent": {"scale_factor": ...}}`` (the autoencoder itself is in
     the checkpoint's state, see the module docstring); a pixel-space one has no latent group.
     """
@@ -95,6 +114,8 @@ def identity(config: ConfigDict) -> dict[str, Any]:
     for group, key in ADDED_IDENTITY_KEYS:
         if key in groups[group] and groups[group][key] == defaults[group][key]:
             del groups[group][key]
+    for group, key in RUNTIME_KEYS:
+        groups[group].pop(key, None)
     if is_latent(config):
         groups["latent"] = {"scale_factor": config.latent.scale_factor}
     return groups
@@ -176,12 +197,13 @@ def load_labelled_data(config: ConfigDict, split: str) -> tuple[Tensor, Tensor, 
 def config_from_checkpoint(path: str | Path) -> ConfigDict:
     """The default config with the ``data``, ``sde`` and ``model`` groups stored in checkpoint
     ``path``: enough to rebuild and load the model, and to load its data splits. Keys of
-    :data:`scoresde.config.ADDED_IDENTITY_KEYS` that the checkpoint lacks take their defaults.
+    :data:`scoresde.config.ADDED_IDENTITY_KEYS` that the checkpoint lacks take their defaults, and so
+    do the runtime options (:data:`scoresde.config.RUNTIME_KEYS`), which no checkpoint stores.
     A latent model's ``latent.autoencoder`` is ``path`` itself (the checkpoint stores its autoencoder,
     which :func:`scoresde.autoencoding.load_autoencoder` reads from there)."""
     stored = checkpoint.checkpoint_config(path)
     config = default_config()
-    added = {group: {k: config[group][k] for g, k in ADDED_IDENTITY_KEYS if g == group}
+    added = {group: {k: config[group][k] for g, k in (*ADDED_IDENTITY_KEYS, *RUNTIME_KEYS) if g == group}
              for group in IDENTITY_GROUPS}
     for group in IDENTITY_GROUPS:
         if group not in stored:

@@ -31,21 +31,30 @@ the second the variance interpolation ``v`` (unconstrained, as in the paper's eq
 ``β_{t|s}`` the forward transition variance and ``β̃_{t|s}`` the posterior one of that step (see
 :mod:`scoresde.samplers.steps`), so a strided grid interpolates between the strided step's bounds,
 as improved DDPM's respacing does.
+
+**On an accelerator.** :meth:`ScoreModel.predict` checks ``t`` where it lives (:func:`check_times`):
+the samplers pass their grid's host times, so no call reads the device; the network's time input
+goes to the device without a blocking copy. Runtime options of :class:`ScoreModel` (off by
+default; config keys ``model.autocast``, ``model.compile``, ``model.channels_last``) run the
+network under bf16/fp16 ``torch.autocast`` (times, schedule and conversions keep their dtypes),
+compiled by ``torch.compile``, or in the channels-last memory format.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-from scoresde.sde import SDE, as_time, batch_coeff
+from scoresde.sde import SDE, batch_coeff
 
 PREDICTIONS = ("eps", "x0", "v", "score")
 Cond = Tensor | Mapping[str, Any] | None
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,21 @@ def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sig
     return Prediction(x=x, alpha=alpha, sigma=sigma, x0=x0, eps=eps, var_interp=var_interp)
 
 
+def compile_network(net: Callable[..., Tensor], options: bool | Mapping[str, Any]) -> Callable[..., Tensor]:
+    """``net`` compiled by ``torch.compile(**options)`` (``True``: its defaults; ``False``: ``net``
+    itself). A module is compiled in place (``nn.Module.compile``), so its ``state_dict`` keys stay."""
+    if options is False:
+        return net
+    if options is not True and not isinstance(options, Mapping):
+        raise TypeError(f"compile must be True, False or a dict of torch.compile keyword arguments, "
+                        f"got {options!r}")
+    kwargs = {} if options is True else dict(options)
+    if isinstance(net, nn.Module):
+        net.compile(**kwargs)
+        return net
+    return torch.compile(net, **kwargs)
+
+
 class ScoreModel(nn.Module):
     """Wrap ``net(x, c[, cond]) -> tensor shaped like x`` as a :class:`DiffusionModel` on ``sde``.
 
@@ -216,6 +240,18 @@ class ScoreModel(nn.Module):
             ``"sigma"`` (``sigma(t)``, score_sde's VE label) or a callable ``t -> c``.
         learned_variance: the network returns ``2·C`` channels on axis 1: the prediction, then
             the variance interpolation ``v`` (see the module docstring).
+        autocast: run the network under ``torch.autocast`` in this dtype (``torch.bfloat16`` or
+            ``torch.float16``; ``None``, the default: off). Only the network call is autocast: times
+            and schedule coefficients stay float64 and the state keeps its dtype.
+        channels_last: run an image network (inputs ``(batch, C, H, W)``) in the channels-last
+            memory format: a module's 4-D weights are converted once, in place, and every input
+            before the call. The numbers agree with the contiguous layout to float rounding.
+        compile: compile the network with ``torch.compile``: ``True`` with its defaults, or a dict
+            of its keyword arguments (``{"backend": "eager"}``, ``{"mode": "max-autotune"}``). A
+            module is compiled in place (``nn.Module.compile``), so its ``state_dict`` keys stay.
+
+    The network's output is returned in the dtype of ``x`` and, with ``channels_last``, in the
+    layout of ``x``.
     """
 
     def __init__(
@@ -225,6 +261,10 @@ class ScoreModel(nn.Module):
         prediction: str = "eps",
         time_input: str | Callable[[Tensor], Tensor] = "continuous",
         learned_variance: bool = False,
+        *,
+        autocast: torch.dtype | None = None,
+        channels_last: bool = False,
+        compile: bool | Mapping[str, Any] = False,
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
@@ -237,11 +277,19 @@ class ScoreModel(nn.Module):
             raise TypeError(f"time_input must be a string or a callable, got {type(time_input)}")
         if time_input == "index":
             sde.require_N("time_input='index'")
-        self.net = net
+        if autocast is not None and autocast not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast must be None or one of {AUTOCAST_DTYPES}, got {autocast!r}")
+        if not isinstance(channels_last, bool):
+            raise TypeError(f"channels_last must be True or False, got {channels_last!r}")
+        if channels_last and isinstance(net, nn.Module):
+            net.to(memory_format=torch.channels_last)
+        self.net = compile_network(net, compile)
         self.sde = sde
         self.prediction = prediction
         self.time_input = time_input
         self.learned_variance = bool(learned_variance)
+        self.autocast = autocast
+        self.channels_last = channels_last
 
     def net_time(self, t: Tensor) -> Tensor:
         """The network's time input for float64 times ``t``."""
@@ -253,25 +301,40 @@ class ScoreModel(nn.Module):
         """One network call at ``(x, t)`` under ``cond``; ``t`` a scalar or ``(batch,)`` in ``[0, T]``."""
         t = check_times(t, x, self.sde)
         check_cond(cond, x.shape[0])
-        c = self.net_time(t).to(device=x.device, dtype=x.dtype)
-        if cond is None:
-            out = self.net(x, c)
-        elif isinstance(cond, Tensor):
-            out = self.net(x, c, cond)
-        else:
-            out = self.net(x, c, **cond)
+        # The host's float64 times to the device without a blocking copy (which would wait for the
+        # device's queue to drain: a synchronisation per call).
+        c = self.net_time(t).to(x.dtype).to(x.device, non_blocking=True)
+        out = self.call_network(x, c, cond)
         expected = x.shape if not self.learned_variance else (x.shape[0], 2 * x.shape[1], *x.shape[2:])
         if not isinstance(out, Tensor) or out.shape != expected:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             what = ("shaped like its input" if not self.learned_variance else
                     "with twice its input's channels on axis 1 (prediction, then variance interpolation)")
             raise ValueError(f"the network must return a tensor {what} {tuple(expected)}, got {got}")
+        out = out.to(x.dtype)
+        if self.channels_last and x.is_contiguous():
+            out = out.contiguous()
         var_interp = None
         if self.learned_variance:
             out, var_interp = out.chunk(2, dim=1)
         alpha = batch_coeff(self.sde.alpha(t), x)
         sigma = batch_coeff(self.sde.sigma(t), x)
         return prediction_from_output(self.prediction, out, x, alpha, sigma, var_interp)
+
+    def call_network(self, x: Tensor, c: Tensor, cond: Cond = None) -> Tensor:
+        """The raw network output at ``(x, c)``, with the model's ``channels_last`` and ``autocast``."""
+        if self.channels_last:
+            if x.ndim != 4:
+                raise ValueError(f"channels_last needs image inputs (batch, C, H, W), got shape "
+                                 f"{tuple(x.shape)}")
+            x = x.contiguous(memory_format=torch.channels_last)
+        context = torch.autocast(x.device.type, self.autocast) if self.autocast is not None else nullcontext()
+        with context:
+            if cond is None:
+                return self.net(x, c)
+            if isinstance(cond, Tensor):
+                return self.net(x, c, cond)
+            return self.net(x, c, **cond)
 
     def forward(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Prediction:
         return self.predict(x, t, cond)
@@ -290,8 +353,19 @@ class ScoreModel(nn.Module):
 
 
 def check_times(t: float | Tensor, x: Tensor, sde: SDE) -> Tensor:
-    """Validate ``t`` against a batch ``x`` and return it as float64 of shape ``(batch,)``."""
-    t = as_time(t, x)
+    """Validate ``t`` against a batch ``x`` and return it as float64 of shape ``(batch,)``, on the
+    device it came on (Python numbers: the host).
+
+    Host times — numbers and CPU tensors, which is what every sampler passes (its grid's float64
+    table lives on the host) — are checked on the host, which never waits for an accelerator; the
+    caller moves what it needs to ``x``'s device (:meth:`ScoreModel.predict` moves the network's
+    time input without a blocking copy). A ``t`` already on an accelerator is checked there, and
+    reading the verdict back synchronises host and device once; only direct callers, the training
+    losses (times drawn on the device) and the adaptive solvers (per-sample times) pass such times.
+    """
+    t = torch.as_tensor(t, dtype=torch.float64)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"times must be finite, got {t}")
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     elif t.shape != (x.shape[0],):

@@ -104,8 +104,9 @@ def adaptive_sde(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseS
             f"adaptive_sde evaluates the score at t_end, so it needs sigma > 0 there; got t_end = "
             f"{float(grid.t[-1]):.4g}. Use t_end > 0 (with denoise=True for a final Tweedie step).")
     sde, batch = model.sde, x.shape[0]
-    t_end = grid.t[-1].to(torch.float64)
-    t = grid.t[0].to(torch.float64).expand(batch).clone()
+    # Per-sample times live on the state's device, beside the error estimates they are updated from.
+    t_end = grid.t[-1].to(device=x.device, dtype=torch.float64)
+    t = grid.t[0].to(device=x.device, dtype=torch.float64).expand(batch).clone()
     h = torch.minimum(torch.full_like(t, options.h_init), t - t_end)
     x_prev = x  # x' of the last accepted step (the start state before the first)
     attempts = 0

@@ -11,6 +11,12 @@ per call), ``noise`` a :class:`~scoresde.noise.NoiseSource` (``None`` for a dete
 ``options`` the sampler's own frozen options dataclass and ``callback`` the per-step reporter.
 Samplers hold no state between calls.
 
+A fixed-step sampler's loop never reads the device: it branches on the grid's host table and its
+options only, never on the state (no ``.item()``, ``bool()``, ``if tensor``, ``float()``, ``.cpu()``,
+boolean masks), so on an accelerator the host queues every step without waiting; a check of the
+state runs once, after the loop (``tests/test_host_sync.py`` runs every loop on a state that refuses
+host reads). Adaptive solvers decide each step on the host and are the exception.
+
 Options are declared once per sampler, as a frozen dataclass deriving from
 :class:`SamplerOptions`: field names, types and defaults are the documentation, the CLI's
 parser, the validation (a misspelt name is an error listing the valid ones; a value of the

@@ -19,7 +19,9 @@ Correctors (step size ε, then ``x ← x + ε·score + sqrt(2ε)·z``)
 ``langevin`` averages the norms over the batch, as score_sde does: a per-sample ratio blows up
 where a sample's score is near zero (a mode's centre in low dimension) and makes the step size
 depend on ``x``, which biases the chain. The price is that a sample depends on its batch;
-``annealed_langevin`` uses no norms and is batch-size invariant. The step that ends the grid
+``annealed_langevin`` uses no norms and is batch-size invariant. A score that is zero for the
+whole batch leaves ``langevin``'s step size undefined; the run then fails, after its loop, with an
+error saying so (a check per step would read the device at every step). The step that ends the grid
 adds no noise (score_sde's noise removal).
 One network call per corrector step and one per predictor step.
 
@@ -92,11 +94,9 @@ def langevin(sde: SDE, grid: GridTable, i: int, pred: Prediction, z: Tensor,
     """``ε = 2·a·(snr·‖z‖/‖score‖)²``, norms averaged over the batch (score_sde's corrector)."""
     a = (grid.alpha[i] / grid.alpha[i + 1]) ** 2
     grad_norm = _per_sample_norm(pred.score).mean()
-    if grad_norm == 0:
-        raise ValueError(
-            f"the model's score is zero for the whole batch at t={float(grid.t[i]):.4g}: the Langevin "
-            "step size (snr·‖z‖/‖score‖)² is undefined; use corrector='annealed_langevin'"
-        )
+    # A zero score for the whole batch leaves the step size undefined: NaN, which :func:`pc` reports
+    # after its loop (testing it here would read the device at every step).
+    grad_norm = torch.where(grad_norm > 0, grad_norm, torch.nan)
     ratio = options.snr * _per_sample_norm(z).mean() / grad_norm
     return _langevin_update(pred, 2.0 * a.to(z.dtype) * ratio * ratio, z)
 
@@ -162,6 +162,13 @@ def pc(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource, opt
             z = noise.randn(x.shape, x.dtype, x.device) if i < n - 1 else None
             x = predictor(sde, grid, i, pred, z, options)
         report(callback, i, grid.t[i + 1], x, pred)
+    # Once, after the loop (a check per step would read the device at every step):
+    if options.corrector == "langevin" and options.n_corrector > 0 and not torch.isfinite(x).all():
+        raise ValueError(
+            "pc produced non-finite values: the Langevin step size (snr·‖z‖/‖score‖)² is undefined where the "
+            "model's score is zero for the whole batch (an untrained network's may be); use "
+            "corrector='annealed_langevin' — or the model's outputs are not finite"
+        )
     return x
 
 
