@@ -178,6 +178,21 @@ def save_sd_folder(folder: Path, sample_size: int = 8) -> Path:
     return folder
 
 
+def guided_sd_loop(unet, scheduler, steps: int, latents: torch.Tensor, text: torch.Tensor,
+                   uncond: torch.Tensor, gamma: float) -> torch.Tensor:
+    """StableDiffusionPipeline's denoising loop written out: doubled latents, ``[uncond; text]``
+    hidden states, ``uncond + γ·(text − uncond)``, ``scheduler.step``; returns the final latents."""
+    scheduler.set_timesteps(steps)
+    x = latents * scheduler.init_noise_sigma
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            inp = scheduler.scale_model_input(torch.cat([x] * 2), t)
+            noise = unet(inp, t, encoder_hidden_states=torch.cat([uncond, text])).sample
+            noise_uncond, noise_text = noise.chunk(2)
+            x = scheduler.step(noise_uncond + gamma * (noise_text - noise_uncond), t, x).prev_sample
+    return x
+
+
 @pytest.fixture(scope="module")
 def sd_folder(tmp_path_factory):
     return save_sd_folder(tmp_path_factory.mktemp("sd"))
@@ -199,13 +214,7 @@ def test_conditional_unet_with_guidance_equals_the_sd_denoising_loop(sd_folder):
     latents = torch.randn(batch, 4, 8, 8, generator=g)
 
     scheduler = diffusers.DDIMScheduler.from_pretrained(sd_folder, subfolder="scheduler")
-    scheduler.set_timesteps(steps)
-    x = latents * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        inp = scheduler.scale_model_input(torch.cat([x] * 2), t)
-        noise = model.net.unet(inp, t, encoder_hidden_states=torch.cat([uncond, text])).sample
-        noise_uncond, noise_text = noise.chunk(2)
-        x = scheduler.step(noise_uncond + gamma * (noise_text - noise_uncond), t, x).prev_sample
+    x = guided_sd_loop(model.net.unet, scheduler, steps, latents, text, uncond, gamma)
 
     ts = scheduler_times(scheduler, steps)
     assert ts[-1] == 1 / 1000  # set_alpha_to_one=False ends on ᾱ of index 0

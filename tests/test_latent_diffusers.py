@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_interop import save_sd_folder
+from test_interop import guided_sd_loop, save_sd_folder
 
 import scoresde as sd
 from scoresde.interop import scheduler_times
@@ -54,14 +54,8 @@ def test_guided_latent_model_equals_the_stable_diffusion_loop(folder):
     latents = torch.randn(batch, 4, 4, 4, generator=g)
 
     scheduler = diffusers.DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
-    scheduler.set_timesteps(steps)
-    x = latents * scheduler.init_noise_sigma
+    x = guided_sd_loop(unet, scheduler, steps, latents, text, uncond, gamma)
     with torch.no_grad():
-        for t in scheduler.timesteps:
-            inp = scheduler.scale_model_input(torch.cat([x] * 2), t)
-            noise = unet(inp, t, encoder_hidden_states=torch.cat([uncond, text])).sample
-            noise_uncond, noise_text = noise.chunk(2)
-            x = scheduler.step(noise_uncond + gamma * (noise_text - noise_uncond), t, x).prev_sample
         image = vae.decode(x / vae.config.scaling_factor).sample
 
     guided = sd.ClassifierFreeGuidance(ldm, gamma - 1, null_cond=uncond)
