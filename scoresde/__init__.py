@@ -7,6 +7,7 @@ from scoresde.autoencoding import load_autoencoder, train_autoencoder
 from scoresde.bound import VariationalBound, variational_bound
 from scoresde.classifier import NoisyClassifier, classifier_loss, train_classifier
 from scoresde.encoding import encode, interpolate
+from scoresde.errors import CheckpointError, InputError, InputTypeError, InputWarning
 from scoresde.grid_search import optimize_grid
 from scoresde.guidance import ClassifierFreeGuidance, ClassifierGuidance
 from scoresde.inpainting import InpaintResult, inpaint
@@ -35,6 +36,7 @@ __all__ = [
     "AnalyticVariance",
     "Autoencoder",
     "BitsPerDim",
+    "CheckpointError",
     "ClassifierFreeGuidance",
     "ClassifierGuidance",
     "ConvAutoencoder",
@@ -45,6 +47,9 @@ __all__ = [
     "GaussianMixture",
     "GeneratorNoise",
     "InpaintResult",
+    "InputError",
+    "InputTypeError",
+    "InputWarning",
     "LatentDiffusion",
     "LikelihoodResult",
     "LinearAutoencoder",

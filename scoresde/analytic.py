@@ -29,6 +29,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from scoresde.errors import InputError
 from scoresde.model import PREDICTIONS, TIME_INPUTS, ScoreModel, prediction_from_output
 from scoresde.sde import SDE, as_time, batch_coeff
 
@@ -49,27 +50,27 @@ class GaussianMixture:
                  labels: Tensor | None = None):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2:
-            raise ValueError(f"means must have shape (K, D), got {tuple(means.shape)}")
+            raise InputError(f"means must have shape (K, D), got {tuple(means.shape)}")
         K, D = means.shape
         stds = torch.as_tensor(stds, dtype=torch.float64)
         if stds.shape == (K,):
             stds = stds[:, None].expand(K, D)
         if stds.shape != (K, D):
-            raise ValueError(f"stds must have shape ({K},) or ({K}, {D}), got {tuple(stds.shape)}")
+            raise InputError(f"stds must have shape ({K},) or ({K}, {D}), got {tuple(stds.shape)}")
         if weights is None:
             weights = torch.full((K,), 1.0 / K, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if weights.shape != (K,):
-            raise ValueError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
+            raise InputError(f"weights must have shape ({K},), got {tuple(weights.shape)}")
         for name, v in (("means", means), ("stds", stds), ("weights", weights)):
             if not torch.isfinite(v).all():
-                raise ValueError(f"{name} must be finite")
+                raise InputError(f"{name} must be finite")
         if not (stds > 0).all() or not (weights > 0).all():
-            raise ValueError("stds and weights must be positive")
+            raise InputError("stds and weights must be positive")
         if labels is not None:
             labels = torch.as_tensor(labels)
             if labels.shape != (K,) or labels.is_floating_point() or (labels < 0).any():
-                raise ValueError(f"labels must be ({K},) integers >= 0, got {labels.dtype} of shape "
+                raise InputError(f"labels must be ({K},) integers >= 0, got {labels.dtype} of shape "
                                  f"{tuple(labels.shape)}")
             labels = labels.long()
         self.means, self.stds = means, stds.contiguous()
@@ -83,7 +84,7 @@ class GaussianMixture:
 
     def _labels(self) -> Tensor:
         if self.labels is None:
-            raise ValueError("this mixture has no component labels; pass labels= to GaussianMixture")
+            raise InputError("this mixture has no component labels; pass labels= to GaussianMixture")
         return self.labels
 
     def _log_weights(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor:
@@ -94,12 +95,12 @@ class GaussianMixture:
             return log_w
         labels = torch.as_tensor(labels, device=device)
         if labels.shape != (batch,) or labels.is_floating_point():
-            raise ValueError(f"labels must be ({batch},) integers (one per sample), got "
+            raise InputError(f"labels must be ({batch},) integers (one per sample), got "
                              f"{labels.dtype} of shape {tuple(labels.shape)}")
         comp = self._labels().to(device)
         unknown = ~(labels == NULL_LABEL) & ~(labels[:, None] == comp[None]).any(1)
         if unknown.any():
-            raise ValueError(f"labels {sorted(set(labels[unknown].tolist()))} are not among the mixture's "
+            raise InputError(f"labels {sorted(set(labels[unknown].tolist()))} are not among the mixture's "
                              f"classes {self.classes} (or {NULL_LABEL}: unconditional)")
         keep = (labels[:, None] == comp[None]) | (labels[:, None] == NULL_LABEL)
         masked = torch.where(keep, log_w, torch.full_like(log_w, -math.inf))
@@ -111,7 +112,7 @@ class GaussianMixture:
             return GaussianMixture(self.means, self.stds, self.weights)
         keep = self._labels() == label
         if not keep.any():
-            raise ValueError(f"label {label} is not among the mixture's classes {self.classes}")
+            raise InputError(f"label {label} is not among the mixture's classes {self.classes}")
         return GaussianMixture(self.means[keep], self.stds[keep], self.weights[keep])
 
     def class_log_posterior(self, x: Tensor, alpha: Tensor | float, sigma: Tensor | float) -> Tensor:
@@ -173,12 +174,12 @@ class GaussianMixture:
     def _check(self, x: Tensor) -> Tensor:
         """``x`` as float64 ``(batch, D)``; any trailing shape with D elements is accepted."""
         if x.ndim < 2 or x[0].numel() != self.dim:
-            raise ValueError(
+            raise InputError(
                 f"x must have shape (batch, ...) with {self.dim} elements per sample, "
                 f"got {tuple(x.shape)}"
             )
         if not torch.isfinite(x).all():
-            raise ValueError("x must be finite")
+            raise InputError("x must be finite")
         return x.flatten(1).to(torch.float64)
 
     def _components(self, x: Tensor, alpha: Tensor, sigma: Tensor,
@@ -256,17 +257,17 @@ class GaussianMixture:
         mask = torch.as_tensor(mask)
         values = torch.as_tensor(values, dtype=torch.float64)
         if mask.numel() != self.dim or values.numel() != self.dim:
-            raise ValueError(f"mask and values must have {self.dim} elements each, got shapes "
+            raise InputError(f"mask and values must have {self.dim} elements each, got shapes "
                              f"{tuple(mask.shape)} and {tuple(values.shape)}")
         obs = mask.flatten().to(torch.float64)
         if not ((obs == 0) | (obs == 1)).all():
-            raise ValueError(f"mask must hold 0/1 (or bools), got values {sorted(set(obs.tolist()))[:6]}")
+            raise InputError(f"mask must hold 0/1 (or bools), got values {sorted(set(obs.tolist()))[:6]}")
         obs = obs.bool()
         if obs.all():
-            raise ValueError("mask observes every coordinate: nothing is left to condition")
+            raise InputError("mask observes every coordinate: nothing is left to condition")
         y = values.flatten()[obs]
         if not torch.isfinite(y).all():
-            raise ValueError("values must be finite at the observed coordinates")
+            raise InputError("values must be finite at the observed coordinates")
         mu, s = self.means[:, obs], self.stds[:, obs]
         log_lik = -0.5 * (((y - mu) / s) ** 2 + torch.log(2 * math.pi * s * s)).sum(-1)
         w = torch.softmax(torch.log(self.weights) + log_lik, dim=0)
@@ -282,15 +283,15 @@ class _ExactNet(nn.Module):
                  conditional: bool = False):
         super().__init__()
         if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+            raise InputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if time_input not in TIME_INPUTS or TIME_INPUTS[time_input].decode is None:
-            raise ValueError(f"the oracle needs an invertible time input, got {time_input!r}")
+            raise InputError(f"the oracle needs an invertible time input, got {time_input!r}")
         self.gmm, self.sde, self.prediction, self.conditional = gmm, sde, prediction, conditional
         self.decode = TIME_INPUTS[time_input].decode
 
     def forward(self, x: Tensor, c: Tensor, labels: Tensor | None = None) -> Tensor:
         if (labels is not None) != self.conditional:
-            raise ValueError("a conditional oracle needs labels (cond=...)" if self.conditional else
+            raise InputError("a conditional oracle needs labels (cond=...)" if self.conditional else
                              "this oracle is unconditional; build it with conditional=True to pass labels")
         t = self.decode(c.to(torch.float64), self.sde)
         x64 = x.to(torch.float64)
@@ -319,11 +320,11 @@ class ExactClassifier:
     def __call__(self, x: Tensor, t: float | Tensor, labels: Tensor) -> Tensor:
         labels = torch.as_tensor(labels)
         if labels.shape != (x.shape[0],) or labels.is_floating_point():
-            raise ValueError(f"labels must be ({x.shape[0]},) integers (one per sample), got "
+            raise InputError(f"labels must be ({x.shape[0]},) integers (one per sample), got "
                              f"{labels.dtype} of shape {tuple(labels.shape)}")
         hit = labels.cpu()[:, None] == self.classes[None]
         if not hit.any(1).all():
-            raise ValueError(f"a classifier needs a class among {self.gmm.classes} for every sample, got "
+            raise InputError(f"a classifier needs a class among {self.gmm.classes} for every sample, got "
                              f"{sorted(set(labels.cpu()[~hit.any(1)].tolist()))}")
         column = hit.long().argmax(1).to(x.device)
         log_post = self.gmm.class_log_posterior_at(self.sde, x, t)

@@ -44,6 +44,7 @@ from ml_collections import ConfigDict
 from torch import Tensor
 
 from scoresde import checkpoint
+from scoresde.errors import InputError
 from scoresde.experiment import find_model, load_data
 from scoresde.nn.autoencoder import ConvAutoencoder, autoencoder_from_state, autoencoder_state, kl_divergence
 
@@ -59,7 +60,7 @@ def build_autoencoder(config: ConfigDict) -> ConvAutoencoder:
     """A fresh autoencoder from ``config.autoencoder.network``, decoding into ``config.data.data_range``."""
     network = config.autoencoder.network.to_dict()
     if "data_range" in network:
-        raise ValueError("set the autoencoder's output range by data.data_range, not "
+        raise InputError("set the autoencoder's output range by data.data_range, not "
                          "autoencoder.network.data_range")
     return ConvAutoencoder(**network, data_range=tuple(config.data.data_range))
 
@@ -87,7 +88,7 @@ def learning_rate(config: ConfigDict, step: int) -> float:
 def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 512) -> Tensor:
     """``fn`` applied to ``x`` in batches of ``batch_size`` along axis 0, without gradients."""
     if len(x) == 0:
-        raise ValueError("batched needs at least one sample, got an empty tensor")
+        raise InputError("batched needs at least one sample, got an empty tensor")
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
@@ -97,7 +98,7 @@ def measure_latent_statistics(autoencoder: ConvAutoencoder, data: Tensor) -> tup
     z = batched(autoencoder.encode, data).double()
     std = z.std(correction=0).item()
     if not (math.isfinite(std) and std > 0):
-        raise ValueError(f"the training latents have standard deviation {std}; cannot set a scale factor")
+        raise InputError(f"the training latents have standard deviation {std}; cannot set a scale factor")
     return 1.0 / std, z.mean().item()
 
 
@@ -127,7 +128,7 @@ def train_autoencoder(config: ConfigDict, workdir: str | Path, *, progress: bool
     """Train (or resume) the autoencoder of ``config`` in ``workdir``; see the module docstring."""
     tc, kl_weight = config.training, config.autoencoder.kl_weight
     if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0):
-        raise ValueError(f"autoencoder.kl_weight must be a number >= 0, got {kl_weight!r}")
+        raise InputError(f"autoencoder.kl_weight must be a number >= 0, got {kl_weight!r}")
     workdir = Path(workdir)
     data, spec = load_data(config, "train")
     torch.manual_seed(tc.seed)  # initial weights
@@ -199,7 +200,7 @@ def load_autoencoder(source: str | Path) -> ConvAutoencoder:
                                 "train_autoencoder workdir or a latent model's checkpoint); train one first")
     state = checkpoint.load_checkpoint(path)
     if "autoencoder" not in state:
-        raise ValueError(f"{path} holds no autoencoder (it is neither an autoencoder checkpoint nor a latent "
+        raise InputError(f"{path} holds no autoencoder (it is neither an autoencoder checkpoint nor a latent "
                          "model's); train one with scoresde.autoencoding.train_autoencoder")
     autoencoder = autoencoder_from_state(state["autoencoder"], where=str(path))
     for p in autoencoder.parameters():

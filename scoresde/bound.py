@@ -45,6 +45,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
 from scoresde.noise import NoiseSource, as_noise
@@ -78,7 +79,7 @@ class VariationalBound:
 
     def _check_data_space(self) -> None:
         if self.space != "data":
-            raise ValueError("this is a latent model's bound on −log p(z) of its latents, not a bound on the "
+            raise InputError("this is a latent model's bound on −log p(z) of its latents, not a bound on the "
                              "data: bits/dim are per data dimension; use .total (nats per sample)")
 
     @property
@@ -128,12 +129,12 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, logvar: Tensor,
 
 def check_decoder(decoder: str) -> None:
     if decoder not in DECODERS:
-        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        raise InputError(f"decoder must be one of {DECODERS}, got {decoder!r}")
 
 
 def check_variance(variance: Variance) -> None:
     if not (callable(variance) or variance in VARIANCES):
-        raise ValueError(f"variance must be one of {VARIANCES} or a callable, got {variance!r}")
+        raise InputError(f"variance must be one of {VARIANCES} or a callable, got {variance!r}")
 
 
 def _model_logvar(variance: Variance, step: Step, clip_std: Tensor, pred: Prediction, t: Tensor) -> Tensor:
@@ -153,7 +154,7 @@ def _model_logvar(variance: Variance, step: Step, clip_std: Tensor, pred: Predic
         return learned_log_variance(pred.var_interp, log_clip, log_beta)
     var = analytic_variance(step.posterior_std ** 2, step.x0_coef(1.0), pred.x0_var)
     if not (var > 0).all():
-        raise ValueError(f"the analytic variance is {float(var.min()):.3g} at t={float(t.min()):.4g}: "
+        raise InputError(f"the analytic variance is {float(var.min()):.3g} at t={float(t.min()):.4g}: "
                          "x0_var = 0 where the posterior variance β̃ = 0 (the decoder step), i.e. the Γ "
                          "table's estimate reached 1 there; estimate it on more data")
     return torch.log(var)
@@ -174,7 +175,7 @@ def step_term(sde: SDE, k: int | Tensor, x0: Tensor, eps: Tensor, pred: Predicti
     N = sde.require_N("the DDPM variational bound")
     k = torch.as_tensor(k, device=x0.device)
     if k.is_floating_point() or (k < 1).any() or (k > N).any():
-        raise ValueError(f"k must be integer steps in [1, N={N}], got {k.tolist() if k.numel() < 9 else k}")
+        raise InputError(f"k must be integer steps in [1, N={N}], got {k.tolist() if k.numel() < 9 else k}")
     options = {"variance": variance, "decoder": decoder, "data_range": data_range, "levels": levels}
     if k.ndim == 0:
         return _term(N, sde, k, x0, eps, pred, **options)
@@ -246,17 +247,17 @@ def variational_bound(
     check_variance(variance)
     latent = find_latent_model(model)
     if latent is not None and decoder != "gaussian":
-        raise ValueError(f"decoder={decoder!r} models 8-bit data, but a latent model's bound is on its "
+        raise InputError(f"decoder={decoder!r} models 8-bit data, but a latent model's bound is on its "
                          "continuous latents z = to_latent(x0): use decoder='gaussian'")
     lo, hi = data_range
     if decoder == "discretized":
         if x0.is_floating_point() or x0.min() < 0 or x0.max() > levels - 1:
-            raise ValueError(f"decoder='discretized' needs integer pixels in [0, {levels - 1}]")
+            raise InputError(f"decoder='discretized' needs integer pixels in [0, {levels - 1}]")
         x0 = (lo + (hi - lo) * x0.to(torch.float64) / (levels - 1)).to(dtype)
     elif not x0.is_floating_point():
-        raise ValueError("decoder='gaussian' needs floating-point data")
+        raise InputError("decoder='gaussian' needs floating-point data")
     if x0.ndim < 2 or not torch.isfinite(x0).all():
-        raise ValueError(f"x0 must be a finite (batch, ...) tensor, got shape {tuple(x0.shape)}")
+        raise InputError(f"x0 must be a finite (batch, ...) tensor, got shape {tuple(x0.shape)}")
     check_cond(cond, x0.shape[0])
     if latent is not None:
         x0 = latent.to_latent(x0)

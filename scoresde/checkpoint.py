@@ -40,6 +40,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from scoresde.errors import InputError, InputTypeError
+
 __all__ = [
     "FORMAT",
     "atomic_write",
@@ -70,7 +72,7 @@ def _plain(value: Any, key: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise TypeError(f"config keys must be strings, got {k!r} at {key or '<root>'}")
+                raise InputTypeError(f"config keys must be strings, got {k!r} at {key or '<root>'}")
             out[k] = _plain(v, f"{key}.{k}" if key else k)
         return out
     if isinstance(value, (list, tuple)):
@@ -81,8 +83,8 @@ def _plain(value: Any, key: str) -> Any:
         return _plain(value.item(), key)
     if isinstance(value, Path):
         return str(value)
-    raise TypeError(f"config value at {key or '<root>'} must be JSON-like (numbers, strings, lists, "
-                    f"dicts), got {type(value).__name__}: {value!r}")
+    raise InputTypeError(f"config value at {key or '<root>'} must be JSON-like (numbers, strings, lists, "
+                         f"dicts), got {type(value).__name__}: {value!r}")
 
 
 def _config_json(config: Mapping[str, Any]) -> str:
@@ -134,16 +136,16 @@ def _check_state(value: Any, key: str) -> None:
     if isinstance(value, dict):  # includes OrderedDict (network state_dicts)
         for k, v in value.items():
             if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise TypeError(f"state keys must be str or int, got {k!r} at {key}")
+                raise InputTypeError(f"state keys must be str or int, got {k!r} at {key}")
             _check_state(v, f"{key}.{k}")
         return
     if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
         for i, v in enumerate(value):
             _check_state(v, f"{key}[{i}]")
         return
-    raise TypeError(f"checkpoint state may hold only tensors, numbers, strings, None and lists/tuples/"
-                    f"dicts of those; {key} is a {type(value).__module__}.{type(value).__qualname__} "
-                    "(store its state_dict() or a tensor instead)")
+    raise InputTypeError(f"checkpoint state may hold only tensors, numbers, strings, None and lists/tuples/"
+                         f"dicts of those; {key} is a {type(value).__module__}.{type(value).__qualname__} "
+                         "(store its state_dict() or a tensor instead)")
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], config: M
     """
     path = Path(path)
     if not isinstance(state, Mapping):
-        raise TypeError(f"state must be a mapping of names to values, got {type(state).__name__}")
+        raise InputTypeError(f"state must be a mapping of names to values, got {type(state).__name__}")
     state = dict(state)
     _check_state(state, "state")
     payload = {"format": FORMAT, "config_json": _config_json(config), "state": state}
@@ -220,10 +222,10 @@ def _verify_archive(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError, NotImplementedError) as e:
-        raise ValueError(f"checkpoint {path} is truncated or corrupt (not a complete torch zip archive: "
+        raise InputError(f"checkpoint {path} is truncated or corrupt (not a complete torch zip archive: "
                          f"{e}); delete it to resume from an earlier one") from e
     if bad is not None:
-        raise ValueError(f"checkpoint {path} is truncated or corrupt (entry {bad!r} fails its CRC check); "
+        raise InputError(f"checkpoint {path} is truncated or corrupt (entry {bad!r} fails its CRC check); "
                          "delete it to resume from an earlier one")
 
 
@@ -237,18 +239,18 @@ def _read_payload(path: Path, map_location: Any) -> dict[str, Any]:
         if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
             detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "")
             detail = detail.split(". Please use", 1)[0]  # drop torch's hint to allowlist the global
-            raise ValueError(f"checkpoint {path} refused: it contains pickled code/objects that "
+            raise InputError(f"checkpoint {path} refused: it contains pickled code/objects that "
                              f"weights_only loading does not allow ({detail or 'see the cause'}); "
                              "scoresde checkpoints hold only tensors, numbers and strings, so this file "
                              "was not written by save_checkpoint — do not load it unless you trust it") from e
-        raise ValueError(f"checkpoint {path} is truncated or corrupt: {e}") from e
+        raise InputError(f"checkpoint {path} is truncated or corrupt: {e}") from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise ValueError(f"checkpoint {path} is truncated or corrupt: {type(e).__name__}: {e}") from e
+        raise InputError(f"checkpoint {path} is truncated or corrupt: {type(e).__name__}: {e}") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not a scoresde checkpoint: expected format {FORMAT!r}, found {found!r}")
+        raise InputError(f"{path} is not a scoresde checkpoint: expected format {FORMAT!r}, found {found!r}")
     if not isinstance(payload.get("config_json"), str) or not isinstance(payload.get("state"), dict):
-        raise ValueError(f"checkpoint {path} is malformed: expected a 'config_json' string and a "
+        raise InputError(f"checkpoint {path} is malformed: expected a 'config_json' string and a "
                          "'state' dict")
     return payload
 
@@ -275,11 +277,11 @@ def load_checkpoint(path: str | os.PathLike, config: Mapping[str, Any] | None = 
         try:
             stored = json.loads(payload["config_json"])
         except json.JSONDecodeError as e:
-            raise ValueError(f"checkpoint {path} has an unreadable config: {e}") from e
+            raise InputError(f"checkpoint {path} has an unreadable config: {e}") from e
         given = json.loads(_config_json(config))
         diffs = _config_differences(stored, given)
         if diffs:
-            raise ValueError(f"checkpoint {path} was written with a different config; differing keys:\n  "
+            raise InputError(f"checkpoint {path} was written with a different config; differing keys:\n  "
                              + "\n  ".join(diffs))
     return payload["state"]
 
@@ -296,7 +298,7 @@ def checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
 def checkpoint_path(workdir: str | os.PathLike, step: int) -> Path:
     """``workdir/checkpoints/ckpt_{step:08d}.pt``."""
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        raise InputError(f"step must be a non-negative integer, got {step!r}")
     return Path(workdir) / CHECKPOINT_DIR / f"ckpt_{step:08d}.pt"
 
 
@@ -340,7 +342,7 @@ def save_and_prune(workdir: str | os.PathLike, step: int, state: Mapping[str, An
     "Newest" is by step number; the checkpoint just written is always kept. Returns its path.
     """
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        raise ValueError(f"keep must be an integer >= 1, got {keep!r}")
+        raise InputError(f"keep must be an integer >= 1, got {keep!r}")
     path = checkpoint_path(workdir, step)
     save_checkpoint(path, state, config)
     existing = list_checkpoints(workdir)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from scoresde.errors import InputError
 from scoresde.losses import draw_x_t, uniform_index
 from scoresde.model import TIME_INPUTS, check_times
 from scoresde.sde import SDE
@@ -42,7 +43,7 @@ class NoisyClassifier(nn.Module):
     def __init__(self, net: Callable[[Tensor, Tensor], Tensor], sde: SDE, time_input: str = "continuous"):
         super().__init__()
         if time_input not in TIME_INPUTS:
-            raise ValueError(f"time_input must be one of {sorted(TIME_INPUTS)}, got {time_input!r}")
+            raise InputError(f"time_input must be one of {sorted(TIME_INPUTS)}, got {time_input!r}")
         if time_input == "index":
             sde.require_N("time_input='index'")
         self.net, self.sde, self.time_input = net, sde, time_input
@@ -54,7 +55,7 @@ class NoisyClassifier(nn.Module):
         out = self.net(x, c)
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(f"the classifier network must return logits of shape ({x.shape[0]}, classes), "
+            raise InputError(f"the classifier network must return logits of shape ({x.shape[0]}, classes), "
                              f"got {got}")
         return out
 
@@ -68,11 +69,11 @@ def check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
     """``labels`` as a ``(batch,)`` long tensor of class indices in ``0..num_classes−1``."""
     labels = torch.as_tensor(labels)
     if labels.shape != (batch,) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be ({batch},) integers (one class index per sample), got "
+        raise InputError(f"labels must be ({batch},) integers (one class index per sample), got "
                          f"{labels.dtype} of shape {tuple(labels.shape)}")
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
-        raise ValueError(f"labels must be class indices in 0..{num_classes - 1}, got "
+        raise InputError(f"labels must be class indices in 0..{num_classes - 1}, got "
                          f"{sorted(set(labels[bad].tolist()))}")
     return labels.long()
 
@@ -91,12 +92,12 @@ def classifier_loss(classifier: NoisyClassifier, x0: Tensor, labels: Tensor, gen
     """
     sde = classifier.sde
     if time not in TIMES:
-        raise ValueError(f"time must be one of {TIMES}, got {time!r}")
+        raise InputError(f"time must be one of {TIMES}, got {time!r}")
     if t is not None:
         t = check_times(t, x0, sde)
     elif time == "continuous":
         if not 0 <= eps < sde.T:
-            raise ValueError(f"eps must lie in [0, T={sde.T}), got {eps}")
+            raise InputError(f"eps must lie in [0, T={sde.T}), got {eps}")
         t = eps + (sde.T - eps) * torch.rand(x0.shape[0], generator=generator, dtype=torch.float64,
                                              device=x0.device)
     else:
@@ -114,11 +115,11 @@ def train_classifier(classifier: NoisyClassifier, x: Tensor, labels: Tensor, *, 
     The batches, times and noise come from ``generator``; the initial weights are the network's.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if x.ndim < 1 or labels.shape != (x.shape[0],):
-        raise ValueError(f"need one label per sample: x of shape {tuple(x.shape)}, labels of shape "
+        raise InputError(f"need one label per sample: x of shape {tuple(x.shape)}, labels of shape "
                          f"{tuple(labels.shape)}")
     opt = torch.optim.Adam(classifier.parameters(), lr=lr)
     bar = range(steps)

@@ -68,6 +68,7 @@ import torch
 from torch import Tensor
 
 from scoresde.analytic import GaussianMixture
+from scoresde.errors import InputError
 
 __all__ = [
     "DATASETS",
@@ -131,15 +132,15 @@ def _check_range(data_range: Any) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in data_range)
     except (TypeError, ValueError):
-        raise ValueError(f"data_range must be two numbers (lo, hi), got {data_range!r}") from None
+        raise InputError(f"data_range must be two numbers (lo, hi), got {data_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"data_range must be finite with lo < hi, got {(lo, hi)}")
+        raise InputError(f"data_range must be finite with lo < hi, got {(lo, hi)}")
     return lo, hi
 
 
 def _require_image(spec: DataSpec, what: str) -> tuple[int, float, float]:
     if spec.levels is None:
-        raise ValueError(f"{what} needs quantized image data; data set {spec.name!r} is continuous "
+        raise InputError(f"{what} needs quantized image data; data set {spec.name!r} is continuous "
                          "(spec.levels is None)")
     lo, hi = _check_range(spec.data_range)
     return spec.levels, lo, hi
@@ -159,10 +160,10 @@ def from_pixels(p: Tensor | np.ndarray, spec: DataSpec) -> Tensor:
     p = torch.as_tensor(p)
     if p.is_floating_point():
         if not torch.equal(p, p.round()):
-            raise ValueError(f"from_pixels expects integer pixel values, got non-integer {p.dtype} values")
+            raise InputError(f"from_pixels expects integer pixel values, got non-integer {p.dtype} values")
     p64 = p.to(torch.float64)
     if p64.numel() and (p64.min() < 0 or p64.max() > levels - 1):
-        raise ValueError(f"pixels must lie in [0, {levels - 1}] for {spec.name!r}, "
+        raise InputError(f"pixels must lie in [0, {levels - 1}] for {spec.name!r}, "
                          f"got values in [{p64.min().item():g}, {p64.max().item():g}]")
     return (lo + (hi - lo) * p64 / (levels - 1)).to(torch.float32)
 
@@ -180,9 +181,9 @@ def to_pixels(x: Tensor, spec: DataSpec, *, clamp: bool = True) -> Tensor:
     levels, lo, hi = _require_image(spec, "to_pixels")
     x64 = torch.as_tensor(x).detach().to(torch.float64)
     if not torch.isfinite(x64).all():
-        raise ValueError("to_pixels expects finite values")
+        raise InputError("to_pixels expects finite values")
     if not clamp and x64.numel() and (x64.min() < lo or x64.max() > hi):
-        raise ValueError(f"values must lie in data_range {(lo, hi)} (or pass clamp=True), "
+        raise InputError(f"values must lie in data_range {(lo, hi)} (or pass clamp=True), "
                          f"got [{x64.min().item():g}, {x64.max().item():g}]")
     p = torch.round((x64 - lo) / (hi - lo) * (levels - 1)).clamp(0, levels - 1)
     return p.to(torch.uint8 if levels <= 256 else torch.int64)
@@ -254,7 +255,7 @@ GENERATED: dict[str, Callable[[int, torch.Generator], tuple[Tensor, Tensor | Non
 
 def _generated(name: str, split: str, n: int | None, seed: int) -> Loaded:
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < _MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}")
+        raise InputError(f"seed must be an integer in [0, 2**31), got {seed!r}")
     n = DEFAULT_TOY_N if n is None else n
     g = torch.Generator().manual_seed(seed + (_TEST_STREAM if split == "test" else 0))
     x, labels = GENERATED[name](n, g)
@@ -266,7 +267,7 @@ def _generated(name: str, split: str, n: int | None, seed: int) -> Loaded:
 
 def _take(pixels: np.ndarray | Tensor, n: int | None, what: str) -> np.ndarray | Tensor:
     if n is not None and n > len(pixels):
-        raise ValueError(f"n={n} requested but {what} has only {len(pixels)} samples")
+        raise InputError(f"n={n} requested but {what} has only {len(pixels)} samples")
     return pixels if n is None else pixels[:n]
 
 
@@ -286,7 +287,7 @@ def _digits(split: str, n: int | None, data_range: tuple[float, float]) -> Loade
     images = bunch.images  # (1797, 8, 8) float64 in {0, ..., 16}, shipped with sklearn
     pixels = images.astype(np.uint8)[:, None]
     if not np.array_equal(pixels, images[:, None]):
-        raise ValueError("sklearn's load_digits returned non-integer pixels; expected 0..16")
+        raise InputError("sklearn's load_digits returned non-integer pixels; expected 0..16")
     part = slice(None, -DIGITS_TEST) if split == "train" else slice(-DIGITS_TEST, None)
     what = f"digits split {split!r}"
     return _scaled("digits", _take(pixels[part], n, what), 17, data_range, _take(bunch.target[part], n, what))
@@ -338,19 +339,19 @@ def _read_cifar_batch(path: Path, want_labels: bool) -> tuple[np.ndarray, np.nda
         with open(path, "rb") as f:
             batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
     except RefusedPickleError as e:
-        raise ValueError(f"refused to read CIFAR-10 batch {path}: {e}; a CIFAR-10 batch holds only "
+        raise InputError(f"refused to read CIFAR-10 batch {path}: {e}; a CIFAR-10 batch holds only "
                          "numpy arrays and lists, so this file is not one (tampered?)") from e
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
             OverflowError, MemoryError) as e:
-        raise ValueError(f"CIFAR-10 batch {path} is corrupt or truncated: {type(e).__name__}: {e}") from e
+        raise InputError(f"CIFAR-10 batch {path} is corrupt or truncated: {type(e).__name__}: {e}") from e
     if not isinstance(batch, dict):
-        raise ValueError(f"CIFAR-10 batch {path}: expected a pickled dict with key b'data', "
+        raise InputError(f"CIFAR-10 batch {path}: expected a pickled dict with key b'data', "
                          f"got {type(batch).__name__}")
     data = batch.get(b"data", batch.get("data"))
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
                else type(data).__name__)
-        raise ValueError(f"CIFAR-10 batch {path}: expected b'data' to be a uint8 array of shape (n, 3072), "
+        raise InputError(f"CIFAR-10 batch {path}: expected b'data' to be a uint8 array of shape (n, 3072), "
                          f"got {got}")
     # Each row is 1024 red, then 1024 green, then 1024 blue values, each a row-major 32×32 image.
     labels = batch.get(b"labels", batch.get("labels")) if want_labels else None
@@ -358,7 +359,7 @@ def _read_cifar_batch(path: Path, want_labels: bool) -> tuple[np.ndarray, np.nda
         labels = np.asarray(labels)
         if labels.shape != (len(data),) or not np.issubdtype(labels.dtype, np.integer) \
                 or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
-            raise ValueError(f"CIFAR-10 batch {path}: expected b'labels' to be {len(data)} integers in "
+            raise InputError(f"CIFAR-10 batch {path}: expected b'labels' to be {len(data)} integers in "
                              f"0..9, got {labels.dtype} values of shape {labels.shape}")
     return data.reshape(-1, 3, 32, 32), labels
 
@@ -368,7 +369,7 @@ def _cifar10(path: str | None, split: str, n: int | None, data_range: tuple[floa
     files = CIFAR_TRAIN_FILES if split == "train" else CIFAR_TEST_FILES
     expected = ", ".join(CIFAR_TRAIN_FILES + CIFAR_TEST_FILES)
     if path is None:
-        raise ValueError(f"data set 'cifar10' needs path= the 'cifar-10-batches-py' folder (with {expected})")
+        raise InputError(f"data set 'cifar10' needs path= the 'cifar-10-batches-py' folder (with {expected})")
     folder = Path(path).expanduser()
     if (folder / "cifar-10-batches-py").is_dir():
         folder = folder / "cifar-10-batches-py"
@@ -396,7 +397,7 @@ def _cifar10(path: str | None, split: str, n: int | None, data_range: tuple[floa
 def _image_layout(a: np.ndarray, where: str) -> np.ndarray:
     """Integer image array → uint8 ``(N, C, H, W)``."""
     if a.min(initial=0) < 0 or a.max(initial=0) > 255:
-        raise ValueError(f"{where}: integer arrays are read as 8-bit images with values in 0..255, "
+        raise InputError(f"{where}: integer arrays are read as 8-bit images with values in 0..255, "
                          f"got values in [{a.min()}, {a.max()}]")
     a = a.astype(np.uint8)
     if a.ndim == 3:
@@ -407,7 +408,7 @@ def _image_layout(a: np.ndarray, where: str) -> np.ndarray:
             return a.transpose(0, 3, 1, 2)
         if a.shape[1] in (1, 3, 4):
             return a
-    raise ValueError(f"{where}: expected images of shape (N, H, W, C), (N, C, H, W) or (N, H, W) with "
+    raise InputError(f"{where}: expected images of shape (N, H, W, C), (N, C, H, W) or (N, H, W) with "
                      f"C in (1, 3, 4), got {a.shape}")
 
 
@@ -415,7 +416,7 @@ def _npz_labels(y: np.ndarray | None, count: int, where: str) -> np.ndarray | No
     """An npz label array checked against its ``count`` samples: integers ``>= 0``, one each."""
     if y is not None and (y.shape != (count,) or not np.issubdtype(y.dtype, np.integer)
                           or y.min(initial=0) < 0):
-        raise ValueError(f"{where}: expected {count} integer class labels >= 0 (one per sample), "
+        raise InputError(f"{where}: expected {count} integer class labels >= 0 (one per sample), "
                          f"got {y.dtype} values of shape {y.shape}")
     return y
 
@@ -423,7 +424,7 @@ def _npz_labels(y: np.ndarray | None, count: int, where: str) -> np.ndarray | No
 def _npz(path: str | None, split: str, n: int | None, data_range: tuple[float, float],
          want_labels: bool) -> Loaded:
     if path is None:
-        raise ValueError("data set 'npz' needs path= an .npz file with an array named 'x' or 'images'")
+        raise InputError("data set 'npz' needs path= an .npz file with an array named 'x' or 'images'")
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f".npz file {file} not found")
@@ -437,25 +438,25 @@ def _npz(path: str | None, split: str, n: int | None, data_range: tuple[float, f
             label_key = next((k for k in label_keys if k in names), None) if want_labels else None
             y = None if label_key is None else archive[label_key]
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read {file} as an .npz of plain numeric arrays (corrupt, truncated, "
+        raise InputError(f"cannot read {file} as an .npz of plain numeric arrays (corrupt, truncated, "
                          f"or holding pickled objects?): {e}") from e
     if a is None:
-        raise ValueError(f"{file} has no array named {' or '.join(repr(k) for k in keys)} for split "
+        raise InputError(f"{file} has no array named {' or '.join(repr(k) for k in keys)} for split "
                          f"{split!r}; it holds {names}")
     where = f"{file}[{key!r}]"
     if a.ndim < 2 or len(a) == 0:
-        raise ValueError(f"{where}: expected an array (N, ...) with N >= 1 samples, got shape {a.shape}")
+        raise InputError(f"{where}: expected an array (N, ...) with N >= 1 samples, got shape {a.shape}")
     y = _npz_labels(y, len(a), f"{file}[{label_key!r}]")
     y = None if y is None else _take(y, n, where)
     if np.issubdtype(a.dtype, np.floating):
         x = torch.from_numpy(np.ascontiguousarray(_take(a, n, where), dtype=np.float32))
         if not torch.isfinite(x).all():
-            raise ValueError(f"{where}: continuous data must be finite")
+            raise InputError(f"{where}: continuous data must be finite")
         labels = None if y is None else torch.from_numpy(y.astype(np.int64))
         return x, labels, DataSpec("npz", tuple(x.shape[1:]), None, CONTINUOUS_RANGE)
     if np.issubdtype(a.dtype, np.integer):
         return _scaled("npz", _take(_image_layout(a, where), n, where), 256, data_range, y)
-    raise ValueError(f"{where}: expected an integer (8-bit image) or float array, got dtype {a.dtype}")
+    raise InputError(f"{where}: expected an integer (8-bit image) or float array, got dtype {a.dtype}")
 
 
 def _folder(path: str | None, split: str, n: int | None, data_range: tuple[float, float],
@@ -463,18 +464,18 @@ def _folder(path: str | None, split: str, n: int | None, data_range: tuple[float
     from PIL import Image
 
     if path is None:
-        raise ValueError("data set 'folder' needs path= a folder of PNG/JPEG images")
+        raise InputError("data set 'folder' needs path= a folder of PNG/JPEG images")
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} not found")
     if (folder / split).is_dir():
         folder = folder / split
     elif split == "test":
-        raise ValueError(f"image folder {folder} has no 'test' subfolder; put test images in {folder}/test "
+        raise InputError(f"image folder {folder} has no 'test' subfolder; put test images in {folder}/test "
                          "(and training images in the folder itself or in a 'train' subfolder)")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"image folder {folder} holds no images (expected files ending in "
+        raise InputError(f"image folder {folder} holds no images (expected files ending in "
                          f"{', '.join(IMAGE_SUFFIXES)})")
     files = _take(files, n, f"image folder {folder}")
     images = []
@@ -484,13 +485,13 @@ def _folder(path: str | None, split: str, n: int | None, data_range: tuple[float
                 im.load()
                 images.append(im.copy())
         except OSError as e:
-            raise ValueError(f"cannot read image {file}: {e}") from e
+            raise InputError(f"cannot read image {file}: {e}") from e
     grey = all(im.mode in ("1", "L") for im in images)
     size = images[0].size
     arrays = []
     for file, im in zip(files, images):
         if im.size != size:
-            raise ValueError(f"images in {folder} must all have one size: {files[0].name} is "
+            raise InputError(f"images in {folder} must all have one size: {files[0].name} is "
                              f"{size[0]}×{size[1]} (W×H) but {file.name} is {im.size[0]}×{im.size[1]}")
         arrays.append(np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8))
     pixels = np.stack(arrays)
@@ -513,11 +514,11 @@ LABELLED: tuple[str, ...] = ("gmm2d", "moons", "digits", "cifar10", "npz")
 def _load(name: str, split: str, path: str | Path | None, n: int | None, seed: int,
           data_range: tuple[float, float], want_labels: bool) -> Loaded:
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
+        raise InputError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}, got {split!r}")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+        raise InputError(f"n must be a positive integer or None, got {n!r}")
     if name in GENERATED:
         return _generated(name, split, n, seed)
     data_range = _check_range(data_range)
@@ -563,5 +564,5 @@ def load_labelled_dataset(name: str, split: str = "train", *, path: str | Path |
     if labels is None:
         where = f"the npz file {path} has no label array ('labels' or 'y'; 'labels_test' or 'y_test' for " \
                 "split 'test')" if name == "npz" else f"data set {name!r} has no class labels"
-        raise ValueError(f"{where}; sets with labels: {', '.join(LABELLED)}")
+        raise InputError(f"{where}; sets with labels: {', '.join(LABELLED)}")
     return x, labels, spec

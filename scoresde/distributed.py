@@ -62,6 +62,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from scoresde import checkpoint
+from scoresde.errors import InputError
 from scoresde.likelihood import BitsPerDim, LikelihoodResult, bits_per_dim, log_likelihood
 from scoresde.model import Cond, DiffusionModel, Prediction, ScoreModel, check_cond, check_times, split_cond
 from scoresde.noise import PerSampleNoise
@@ -131,7 +132,7 @@ class World:
     def rows(self, batch: int) -> slice:
         """This rank's rows ``[r·B/K, (r+1)·B/K)`` of a global batch of ``B`` split evenly over ``K``."""
         if batch % self.size:
-            raise ValueError(f"a global batch of {batch} cannot be split evenly over {self.size} processes; "
+            raise InputError(f"a global batch of {batch} cannot be split evenly over {self.size} processes; "
                              f"use a batch size divisible by {self.size}")
         per = batch // self.size
         return slice(self.rank * per, (self.rank + 1) * per)
@@ -142,7 +143,7 @@ def _env_int(name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer (torchrun sets it), "
+        raise InputError(f"environment variable {name} must be an integer (torchrun sets it), "
                          f"got {value!r}") from None
 
 
@@ -158,7 +159,7 @@ def init() -> World:
     size, rank = _env_int("WORLD_SIZE"), _env_int("RANK")
     local_rank = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else rank
     if not 0 <= rank < size:
-        raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={size})")
+        raise InputError(f"RANK={rank} must lie in [0, WORLD_SIZE={size})")
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if not dist.is_initialized():
@@ -219,7 +220,7 @@ class DataParallelModel:
 
     def __init__(self, model: ScoreModel, world: World):
         if world.size < 2 or not dist.is_initialized():
-            raise ValueError(f"DataParallelModel needs a process group of >= 2 processes (torchrun); got "
+            raise InputError(f"DataParallelModel needs a process group of >= 2 processes (torchrun); got "
                              f"world size {world.size}")
         self.world = world
         self.sde = model.sde
@@ -295,11 +296,11 @@ def _chunked(solve: Callable[..., T], x: Tensor, cond: Cond, seed: int, batch_si
     ``batch_size`` samples, dealt over the ranks, joined in data order on every rank."""
     if not isinstance(x, Tensor) or x.ndim < 2 or len(x) == 0:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a non-empty tensor of shape (n, ...), got {got}")
+        raise InputError(f"x must be a non-empty tensor of shape (n, ...), got {got}")
     if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     world = init() if world is None else world
     size = int(batch_size)
     chunks = list(zip(range(0, len(x), size), torch.split(x, size), split_cond(cond, size, len(x))))
@@ -342,7 +343,7 @@ def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
     """``[(0, s), (s, 2s), …, (⌊n/s⌋·s, n)]``: the sample ranges of ``n`` draws in shards of ``s``."""
     for name, value in (("n", n), ("shard_size", shard_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
     return [(a, min(a + shard_size, n)) for a in range(0, n, shard_size)]
 
 
@@ -396,10 +397,10 @@ def _read_shard(path: Path, start: int, stop: int) -> dict[str, np.ndarray]:
         with np.load(path) as z:
             arrays = {k: z[k] for k in ("x", "nfe", "wall_s", "timesteps")}
     except (OSError, ValueError, KeyError, EOFError) as e:
-        raise ValueError(f"shard {path} is unreadable ({type(e).__name__}: {e}); delete it to recompute "
+        raise InputError(f"shard {path} is unreadable ({type(e).__name__}: {e}); delete it to recompute "
                          "it") from e
     if arrays["x"].shape[0] != stop - start:
-        raise ValueError(f"shard {path} holds {arrays['x'].shape[0]} samples, expected {stop - start}; "
+        raise InputError(f"shard {path} holds {arrays['x'].shape[0]} samples, expected {stop - start}; "
                          "delete it to recompute it")
     return arrays
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
@@ -64,21 +65,21 @@ def encode(
     spec = resolve_sampler(sampler)
     opts = spec.parse(options)
     if opts.stochastic:
-        raise ValueError(
+        raise InputError(
             f"sampler {spec.name!r} with {opts} is stochastic and cannot encode; "
             "use 'ddim' with eta=0 or 'ode'"
         )
     if not isinstance(x, Tensor) or x.ndim < 1:
-        raise ValueError(f"x must be a (batch, ...) tensor, got {type(x).__name__}")
+        raise InputError(f"x must be a (batch, ...) tensor, got {type(x).__name__}")
     check_cond(cond, x.shape[0])
     if not torch.isfinite(x).all():
-        raise ValueError("x must be finite; got NaN or inf")
+        raise InputError("x must be finite; got NaN or inf")
     if timesteps is None and t_end is None:
         t_end = ENCODE_T_END
     ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end).flip(0)
     table = GridTable.build(model.sde, ts)
     if table.sigma[0] == 0:
-        raise ValueError(
+        raise InputError(
             "encoding starts at the grid's data end, where the model would be evaluated at "
             "sigma = 0; use a grid ending at t_end > 0"
         )
@@ -108,13 +109,13 @@ def interpolate(z0: Tensor, z1: Tensor, n: int, method: str = "slerp") -> Tensor
     ``"linear"`` is ``(1 − u) z0 + u z1``.
     """
     if method not in INTERPOLATIONS:
-        raise ValueError(f"method must be one of {INTERPOLATIONS}, got {method!r}")
+        raise InputError(f"method must be one of {INTERPOLATIONS}, got {method!r}")
     if z0.shape != z1.shape:
-        raise ValueError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
+        raise InputError(f"z0 and z1 must have the same shape, got {tuple(z0.shape)} and {tuple(z1.shape)}")
     if isinstance(n, bool) or int(n) != n or n < 2:
-        raise ValueError(f"n must be an integer >= 2 (both ends included), got {n!r}")
+        raise InputError(f"n must be an integer >= 2 (both ends included), got {n!r}")
     if not (torch.isfinite(z0).all() and torch.isfinite(z1).all()):
-        raise ValueError("latents must be finite")
+        raise InputError("latents must be finite")
     u = torch.linspace(0.0, 1.0, int(n), dtype=torch.float64).reshape((int(n),) + (1,) * z0.ndim)
     a, b = z0.to(torch.float64), z1.to(torch.float64)
     if method == "linear":

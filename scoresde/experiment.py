@@ -30,6 +30,7 @@ from torch import Tensor
 from scoresde import checkpoint
 from scoresde.config import ADDED_IDENTITY_KEYS, RUNTIME_KEYS, default_config
 from scoresde.data import DataSpec, load_dataset, load_labelled_dataset
+from scoresde.errors import InputError
 from scoresde.latent import Autoencoder, LatentDiffusion
 from scoresde.model import ScoreModel
 from scoresde.nn import EMA, build_network
@@ -53,7 +54,7 @@ def build_sde(config: ConfigDict) -> SDE:
     """The SDE named by ``config.sde.name`` with that group's parameters."""
     name = config.sde.name
     if name not in SDE_BUILDERS:
-        raise ValueError(f"unknown sde {name!r}; available: {sorted(SDE_BUILDERS)}")
+        raise InputError(f"unknown sde {name!r}; available: {sorted(SDE_BUILDERS)}")
     return SDE_BUILDERS[name](config.sde)
 
 
@@ -67,9 +68,9 @@ def runtime_options(config: ConfigDict) -> dict[str, Any]:
     mc = config.model
     autocast, backend = mc.get("autocast", ""), mc.get("compile", "")
     if autocast not in AUTOCAST:
-        raise ValueError(f"model.autocast must be one of {sorted(AUTOCAST)}, got {autocast!r}")
+        raise InputError(f"model.autocast must be one of {sorted(AUTOCAST)}, got {autocast!r}")
     if not isinstance(backend, str):
-        raise ValueError(f"model.compile must be '' (off) or a torch.compile backend name, got {backend!r}")
+        raise InputError(f"model.compile must be '' (off) or a torch.compile backend name, got {backend!r}")
     return {"autocast": AUTOCAST[autocast], "compile": {"backend": backend} if backend else False,
             "channels_last": bool(mc.get("channels_last", False))}
 
@@ -82,7 +83,7 @@ def build_model(config: ConfigDict) -> ScoreModel:
     network = mc.network.to_dict()
     misplaced = sorted({"num_classes", "learned_variance"} & set(network))
     if misplaced:
-        raise ValueError(f"set {', '.join(f'model.{k}' for k in misplaced)} in the model group, not in "
+        raise InputError(f"set {', '.join(f'model.{k}' for k in misplaced)} in the model group, not in "
                          "model.network (the training loop and the model read them there)")
     net = build_network({**network, "num_classes": mc.num_classes, "learned_variance": mc.learned_variance})
     return ScoreModel(net, build_sde(config), prediction=mc.prediction, time_input=mc.time_input,
@@ -146,7 +147,7 @@ def load_trained(config: ConfigDict | None, source: str | Path,
     if not is_latent(config):
         return model
     if "autoencoder" not in state:
-        raise ValueError(f"{path} stores no autoencoder, but the config is a latent experiment "
+        raise InputError(f"{path} stores no autoencoder, but the config is a latent experiment "
                          f"(latent.autoencoder={config.latent.autoencoder!r}); was it written by "
                          "scoresde.train?")
     autoencoder = autoencoder_from_state(state["autoencoder"], where=str(path))
@@ -207,7 +208,7 @@ def config_from_checkpoint(path: str | Path) -> ConfigDict:
              for group in IDENTITY_GROUPS}
     for group in IDENTITY_GROUPS:
         if group not in stored:
-            raise ValueError(f"checkpoint {path} stores no {group!r} config group; pass its config file")
+            raise InputError(f"checkpoint {path} stores no {group!r} config group; pass its config file")
         config[group] = ConfigDict({**added[group], **_tuples(stored[group])})
     if "latent" in stored:
         config.latent = ConfigDict({"autoencoder": str(path),
@@ -232,11 +233,11 @@ def load_config_file(path: str | Path, argument: str | None = None) -> ConfigDic
         raise FileNotFoundError(f"config file {path} not found")
     spec = importlib.util.spec_from_file_location(f"scoresde_config_{path.stem}", path)
     if spec is None or spec.loader is None:
-        raise ValueError(f"cannot load {path} as a Python config file")
+        raise InputError(f"cannot load {path} as a Python config file")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {path} defines no get_config()")
+        raise InputError(f"config file {path} defines no get_config()")
     return module.get_config(argument) if argument is not None else module.get_config()
 
 

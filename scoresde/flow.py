@@ -22,6 +22,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from scoresde import ode
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import Prediction
 from scoresde.sde import SDE, batch_coeff
@@ -42,7 +43,7 @@ def eps_field(predict: Predictor, sde: SDE) -> ode.VectorField:
 def check_adaptive_ends(grid: GridTable, method: str) -> None:
     """Adaptive methods evaluate the field at both ends, where sigma must be > 0."""
     if ode.is_adaptive(method) and (grid.sigma_bar == 0).any():
-        raise ValueError(
+        raise InputError(
             f"adaptive ODE methods evaluate the model at both ends, so they need sigma > 0 "
             f"there; got times from {grid.t[0]:.4g} to {grid.t[-1]:.4g}. "
             "Use t_end > 0 (with denoise=True for a final Tweedie step)."

@@ -70,6 +70,7 @@ import torch
 from torch import Tensor
 
 from scoresde import flow
+from scoresde.errors import InputError
 from scoresde.grids import GridTable, check_timesteps
 from scoresde.model import (
     Cond,
@@ -113,7 +114,7 @@ class GridReference:
 def candidate_times(sde: SDE, n: int, t_start: float, t_end: float) -> Tensor:
     """``n + 1`` times from ``t_start`` to ``t_end``, uniform in ``log σ̄`` (see the module)."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"candidates must be an integer >= 2 (or a tensor of times), got {n!r}")
+        raise InputError(f"candidates must be an integer >= 2 (or a tensor of times), got {n!r}")
     zero_end = bool(sde.sigma_bar(torch.tensor(t_end, dtype=torch.float64)) == 0)
     t_lo = t_end + T_LO_FRACTION * (t_start - t_end) if zero_end else t_end
     m = n - 1 if zero_end else n
@@ -131,7 +132,7 @@ def _check_ends(sde: SDE, t_start: float | None, t_end: float | None,
     t_start = float(sde.T if t_start is None else t_start)
     t_end = float(spec.t_end if t_end is None else t_end)  # a grid is fitted for fixed steps
     if not 0.0 <= t_end < t_start <= sde.T:
-        raise ValueError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
+        raise InputError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
     return t_start, t_end
 
 
@@ -157,36 +158,36 @@ def grid_reference(model: DiffusionModel, *, shape: tuple[int, ...], generator: 
     check_model(model)
     sde = model.sde
     if isinstance(n_ref, bool) or not isinstance(n_ref, int) or n_ref < 1:
-        raise ValueError(f"n_ref must be an integer >= 1, got {n_ref!r}")
+        raise InputError(f"n_ref must be an integer >= 1, got {n_ref!r}")
     if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int) or probes < 1):
-        raise ValueError(f"probes must be None or an integer >= 1, got {probes!r}")
+        raise InputError(f"probes must be None or an integer >= 1, got {probes!r}")
     if isinstance(reference_steps, bool) or not isinstance(reference_steps, int) or reference_steps < 1:
-        raise ValueError(f"reference_steps must be an integer >= 1, got {reference_steps!r}")
+        raise InputError(f"reference_steps must be an integer >= 1, got {reference_steps!r}")
     shape = tuple(shape)
     if not all(isinstance(d, int) and d >= 1 for d in shape):
-        raise ValueError(f"shape must be the shape of one sample (positive ints, no batch axis), got {shape}")
+        raise InputError(f"shape must be the shape of one sample (positive ints, no batch axis), got {shape}")
     if isinstance(candidates, Tensor):
         times = check_timesteps(candidates, sde)
         if t_start is not None and float(times[0]) != t_start:
-            raise ValueError(f"candidates start at {float(times[0])}, not at t_start={t_start}")
+            raise InputError(f"candidates start at {float(times[0])}, not at t_start={t_start}")
         if len(times) < 3:
-            raise ValueError(f"need at least 3 candidate times, got {len(times)}")
+            raise InputError(f"need at least 3 candidate times, got {len(times)}")
     else:
         t_start = float(sde.T if t_start is None else t_start)
         if not 0.0 <= t_end < t_start <= sde.T:
-            raise ValueError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
+            raise InputError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
         times = candidate_times(sde, candidates, t_start, t_end)
     check_cond(cond, n_ref)
     if x_T is None:
         if not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator (the prior draws come from it), "
+            raise InputError(f"generator must be a torch.Generator (the prior draws come from it), "
                              f"got {type(generator).__name__}")
         if float(times[0]) != sde.T:
-            raise ValueError(f"starting at t={float(times[0]):.4g} < T needs x_T (the prior sits at T)")
+            raise InputError(f"starting at t={float(times[0]):.4g} < T needs x_T (the prior sits at T)")
         x = sde.prior_std * as_noise(generator).randn((n_ref, *shape), dtype, torch.device("cpu"))
     else:
         if tuple(x_T.shape) != (n_ref, *shape):
-            raise ValueError(f"x_T must have shape {(n_ref, *shape)}, got {tuple(x_T.shape)}")
+            raise InputError(f"x_T must have shape {(n_ref, *shape)}, got {tuple(x_T.shape)}")
         x = x_T.to(dtype)
 
     start = time.perf_counter()
@@ -217,7 +218,7 @@ def grid_reference(model: DiffusionModel, *, shape: tuple[int, ...], generator: 
             else:
                 m = 4 if probes is None else probes
                 if not isinstance(generator, torch.Generator):
-                    raise ValueError("random probes need a torch.Generator, got "
+                    raise InputError("random probes need a torch.Generator, got "
                                      f"{type(generator).__name__}")
                 cot = as_noise(generator).randn((m, n_ref, *shape), x.dtype, torch.device("cpu"))
                 weight = 1.0 / m
@@ -280,7 +281,7 @@ def steps_for_nfe(spec: SamplerSpec, opts: SamplerOptions, sde: SDE, nfe: int, t
     model (NFE = a·steps + b, e.g. 2·steps − 1 for Heun ending at σ̄ = 0); a ``ValueError`` when
     no step count gives ``nfe``."""
     if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+        raise InputError(f"nfe must be an integer >= 1, got {nfe!r}")
 
     def count(steps: int) -> int:
         return _nfe_of(spec, opts, sde, torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64))
@@ -289,11 +290,11 @@ def steps_for_nfe(spec: SamplerSpec, opts: SamplerOptions, sde: SDE, nfe: int, t
     per_step, offset = two - one, 2 * one - two
     if per_step < 1 or (nfe - offset) % per_step or (nfe - offset) // per_step < 1:
         allowed = ", ".join(str(per_step * k + offset) for k in range(1, 6))
-        raise ValueError(f"sampler {spec.name!r} ({opts}) spends {per_step}·steps + {offset} network "
+        raise InputError(f"sampler {spec.name!r} ({opts}) spends {per_step}·steps + {offset} network "
                          f"calls on this grid, so nfe must be one of {allowed}, …; got {nfe}")
     steps = (nfe - offset) // per_step
     if count(steps) != nfe:
-        raise ValueError(f"sampler {spec.name!r}: its NFE is not affine in the steps; cannot match nfe={nfe}")
+        raise InputError(f"sampler {spec.name!r}: its NFE is not affine in the steps; cannot match nfe={nfe}")
     return steps
 
 
@@ -303,9 +304,9 @@ def cost_matrix(model: DiffusionModel, spec: SamplerSpec, opts: SamplerOptions, 
     ``k < l`` (``inf`` elsewhere), float64, ``(n + 1, n + 1)`` (step 2 of the module), with
     ``W_l = J_l`` (``cost="propagated"``, needs ``reference.adjoints``) or ``I`` (``"local"``)."""
     if cost not in ("propagated", "local"):
-        raise ValueError(f"cost must be 'propagated' or 'local', got {cost!r}")
+        raise InputError(f"cost must be 'propagated' or 'local', got {cost!r}")
     if cost == "propagated" and reference.adjoints is None:
-        raise ValueError("cost='propagated' needs a reference built with propagate=True")
+        raise InputError("cost='propagated' needs a reference built with propagate=True")
     sde = model.sde
     times = reference.times
     table = GridTable.build(sde, times)
@@ -332,10 +333,10 @@ def best_path(cost: Tensor, steps: int) -> list[int]:
     Entries with ``l <= k`` are never used; ties go to the smallest ``k``."""
     cost = torch.as_tensor(cost, dtype=torch.float64)
     if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 2:
-        raise ValueError(f"cost must be a square matrix of at least 2×2, got shape {tuple(cost.shape)}")
+        raise InputError(f"cost must be a square matrix of at least 2×2, got shape {tuple(cost.shape)}")
     n = cost.shape[0] - 1
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= n:
-        raise ValueError(f"steps must be an integer in [1, {n}] (the candidate intervals), got {steps!r}")
+        raise InputError(f"steps must be an integer in [1, {n}] (the candidate intervals), got {steps!r}")
     forward = torch.triu(torch.ones(n + 1, n + 1, dtype=torch.bool), diagonal=1)
     c = torch.where(forward, cost, torch.full_like(cost, math.inf))
     best = torch.full((n + 1,), math.inf, dtype=torch.float64)
@@ -346,7 +347,7 @@ def best_path(cost: Tensor, steps: int) -> list[int]:
         best, parent = total.min(dim=0)
         parents.append(parent)
     if not math.isfinite(float(best[n])):
-        raise ValueError("no finite-cost path with this many steps (the cost matrix has inf/NaN entries)")
+        raise InputError("no finite-cost path with this many steps (the cost matrix has inf/NaN entries)")
     path = [n]
     for parent in reversed(parents):
         path.append(int(parent[path[-1]]))
@@ -397,20 +398,20 @@ def optimize_grid(model: DiffusionModel, sampler: str | SamplerSpec, nfe: int, *
     opts = spec.parse(sampler_options)
     sde = model.sde
     if cost not in ("propagated", "local"):
-        raise ValueError(f"cost must be 'propagated' or 'local', got {cost!r}")
+        raise InputError(f"cost must be 'propagated' or 'local', got {cost!r}")
     if opts.stochastic:
-        raise ValueError(f"optimize_grid needs a deterministic sampler (its cost compares one step with "
+        raise InputError(f"optimize_grid needs a deterministic sampler (its cost compares one step with "
                          f"the PF-ODE); {spec.name!r} with {opts} draws noise. Supported: ddim (eta=0), "
                          "dpm_solver, unipc, ode (fixed-step methods), edm (s_churn=0)")
     if not opts.uses_grid:
-        raise ValueError(f"{spec.name!r} with {opts} is adaptive and uses no grid; use a fixed-step method")
+        raise InputError(f"{spec.name!r} with {opts} is adaptive and uses no grid; use a fixed-step method")
     if not (isinstance(power, int | float) and not isinstance(power, bool) and 0 < power < math.inf):
-        raise ValueError(f"power must be a positive number, got {power!r}")
+        raise InputError(f"power must be a positive number, got {power!r}")
     if reference is None:
         if shape is None:
-            raise ValueError("shape (of one sample, no batch axis) is required unless reference is given")
+            raise InputError("shape (of one sample, no batch axis) is required unless reference is given")
         if not isinstance(generator, torch.Generator):
-            raise ValueError("generator (a torch.Generator for the reference draws) is required, got "
+            raise InputError("generator (a torch.Generator for the reference draws) is required, got "
                              f"{type(generator).__name__}")
         t_start, t_end = _check_ends(sde, t_start, t_end, spec)
         reference = grid_reference(model, shape=shape, generator=generator,
@@ -424,11 +425,11 @@ def optimize_grid(model: DiffusionModel, sampler: str | SamplerSpec, nfe: int, *
                                       ("candidates", candidates), ("t_start", t_start), ("t_end", t_end),
                                       ("cond", cond), ("reference_steps", reference_steps)) if v is not None]
         if given:
-            raise ValueError(f"pass either reference or {', '.join(given)}: the reference fixes them")
+            raise InputError(f"pass either reference or {', '.join(given)}: the reference fixes them")
     times = reference.times
     steps = steps_for_nfe(spec, opts, sde, nfe, float(times[0]), float(times[-1]))
     if steps > len(times) - 1:
-        raise ValueError(f"nfe={nfe} needs {steps} steps but there are only {len(times) - 1} candidate "
+        raise InputError(f"nfe={nfe} needs {steps} steps but there are only {len(times) - 1} candidate "
                          "intervals; pass more candidates")
     path = best_path(cost_matrix(model, spec, opts, reference, power, cost), steps)
     return check_timesteps(times[path].clone(), sde)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.sde import SDE
 
 GridFn = Callable[..., Tensor]
@@ -75,21 +76,21 @@ def check_timesteps(timesteps: Tensor, sde: SDE) -> Tensor:
     """Validate an explicit grid: 1-D, at least two finite times, strictly decreasing, in [0, T]."""
     ts = torch.as_tensor(timesteps, dtype=torch.float64)
     if ts.ndim != 1 or len(ts) < 2:
-        raise ValueError(f"timesteps must be a 1-D tensor of at least 2 times, got shape {tuple(ts.shape)}")
+        raise InputError(f"timesteps must be a 1-D tensor of at least 2 times, got shape {tuple(ts.shape)}")
     if not torch.isfinite(ts).all():
-        raise ValueError("timesteps must be finite")
+        raise InputError("timesteps must be finite")
     if not (ts[1:] < ts[:-1]).all():
-        raise ValueError(
+        raise InputError(
             f"timesteps must be strictly decreasing (from noise to data), got {ts.tolist()[:8]}…"
         )
     if ts[-1] < 0 or ts[0] > sde.T:
-        raise ValueError(f"timesteps must lie in [0, T={sde.T}], got [{ts[-1]:.6g}, {ts[0]:.6g}]")
+        raise InputError(f"timesteps must lie in [0, T={sde.T}], got [{ts[-1]:.6g}, {ts[0]:.6g}]")
     return ts
 
 
 def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
     return int(steps)
 
 
@@ -181,10 +182,10 @@ def _spacing(name: str, sde: SDE, steps: int, t_start: float | None, t_end: floa
 
     k, N = _check_steps(steps), sde.require_N(f"the {name!r} grid")
     if t_start is not None and t_start != sde.T:
-        raise ValueError(f"the {name!r} grid starts from the table's own timesteps; t_start must be "
+        raise InputError(f"the {name!r} grid starts from the table's own timesteps; t_start must be "
                          f"T={sde.T}, got {t_start}")
     if k > N:
-        raise ValueError(f"the {name!r} grid takes at most N={N} steps, got {k}")
+        raise InputError(f"the {name!r} grid takes at most N={N} steps, got {k}")
     if name == "leading":
         idx = (np.arange(0, k) * (N // k))[::-1]
     elif name == "trailing":
@@ -193,7 +194,7 @@ def _spacing(name: str, sde: SDE, steps: int, t_start: float | None, t_end: floa
         idx = np.linspace(0, N - 1, k).round()[::-1]
     ts = from_indices(torch.as_tensor(idx.copy()), N, final_zero=False)
     if not ts[-1] > t_end:
-        raise ValueError(f"the {name!r} grid's last table time {float(ts[-1]):.4g} is not above "
+        raise InputError(f"the {name!r} grid's last table time {float(ts[-1]):.4g} is not above "
                          f"t_end={t_end}")
     return torch.cat([ts, torch.tensor([t_end], dtype=torch.float64)])
 
@@ -227,7 +228,7 @@ def make_grid(name: str, sde: SDE, steps: int, t_start: float | None = None,
               t_end: float = 0.0) -> Tensor:
     """Build the grid called ``name`` (one of :data:`GRIDS`) and validate it."""
     if name not in GRIDS:
-        raise ValueError(f"unknown grid {name!r}; available: {sorted(GRIDS)}")
+        raise InputError(f"unknown grid {name!r}; available: {sorted(GRIDS)}")
     return check_timesteps(GRIDS[name](sde, steps, t_start, t_end), sde)
 
 

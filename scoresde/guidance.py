@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from scoresde.analytic import NULL_LABEL
+from scoresde.errors import InputError, InputTypeError
 from scoresde.model import Cond, DiffusionModel, Prediction, check_model, check_times, prediction_from_output
 from scoresde.sde import SDE, batch_coeff
 
@@ -80,9 +81,9 @@ class Classifier(Protocol):
 def check_scale(scale: float, lowest: float, name: str, why: str) -> float:
     """``scale`` as a float, refusing a non-real, non-finite or too small one."""
     if isinstance(scale, bool) or not isinstance(scale, Real) or not math.isfinite(scale):
-        raise ValueError(f"{name} must be a finite real number, got {scale!r}")
+        raise InputError(f"{name} must be a finite real number, got {scale!r}")
     if scale < lowest:
-        raise ValueError(f"{name} must be >= {lowest:g} ({why}), got {scale!r}")
+        raise InputError(f"{name} must be >= {lowest:g} ({why}), got {scale!r}")
     return float(scale)
 
 
@@ -93,9 +94,9 @@ def check_interval(interval: Interval | None, sde: SDE) -> Interval | None:
     try:
         lo, hi = (float(v) for v in interval)
     except (TypeError, ValueError):
-        raise ValueError(f"interval must be a pair of times (t_lo, t_hi) or None, got {interval!r}") from None
+        raise InputError(f"interval must be a pair of times (t_lo, t_hi) or None, got {interval!r}") from None
     if not 0.0 <= lo < hi <= sde.T:
-        raise ValueError(f"interval must satisfy 0 <= t_lo < t_hi <= T={sde.T}, got ({lo:g}, {hi:g})")
+        raise InputError(f"interval must satisfy 0 <= t_lo < t_hi <= T={sde.T}, got ({lo:g}, {hi:g})")
     return lo, hi
 
 
@@ -114,7 +115,7 @@ def _null_like(value: Tensor, null: Any, name: str) -> Tensor:
     try:
         return null.expand_as(value)
     except RuntimeError:
-        raise ValueError(f"the null value of {name} must broadcast to its shape {tuple(value.shape)}, "
+        raise InputError(f"the null value of {name} must broadcast to its shape {tuple(value.shape)}, "
                          f"got shape {tuple(null.shape)}") from None
 
 
@@ -127,29 +128,29 @@ def paired_cond(cond: Cond, null_cond: Any) -> Cond:
     (non-tensors, 0-d tensors) are passed as they are.
     """
     if cond is None:
-        raise ValueError("classifier-free guidance needs a condition: pass cond=... (class labels, say) "
+        raise InputError("classifier-free guidance needs a condition: pass cond=... (class labels, say) "
                          "to sample, encode or log_likelihood")
     if isinstance(cond, Tensor):
         if isinstance(null_cond, Mapping):
-            raise TypeError("cond is a tensor, so null_cond must be a tensor or a number, not a dict")
+            raise InputTypeError("cond is a tensor, so null_cond must be a tensor or a number, not a dict")
         null = _null_like(cond, NULL_LABEL if null_cond is None else null_cond, "cond")
         return torch.cat([cond, null])
     if not isinstance(cond, Mapping):
-        raise TypeError(f"cond must be a tensor or a dict of network keyword arguments, "
-                        f"got {type(cond).__name__}")
+        raise InputTypeError(f"cond must be a tensor or a dict of network keyword arguments, "
+                             f"got {type(cond).__name__}")
     if not isinstance(null_cond, Mapping):
-        raise ValueError("a dict condition needs null_cond as a dict of the null value of each key to drop "
+        raise InputError("a dict condition needs null_cond as a dict of the null value of each key to drop "
                          "(e.g. {'class_labels': -1}); keys left out go to both branches unchanged")
     unknown = sorted(set(null_cond) - set(cond))
     if unknown:
-        raise ValueError(f"null_cond names keys {unknown} that cond does not have; "
+        raise InputError(f"null_cond names keys {unknown} that cond does not have; "
                          f"cond's keys are {sorted(cond)}")
     paired = {}
     for key, value in cond.items():
         batched = isinstance(value, Tensor) and value.ndim > 0
         if key in null_cond:
             if not batched:
-                raise ValueError(f"cond[{key!r}] has no batch axis, so its null cannot differ between the "
+                raise InputError(f"cond[{key!r}] has no batch axis, so its null cannot differ between the "
                                  "conditional and unconditional halves of one batch")
             paired[key] = torch.cat([value, _null_like(value, null_cond[key], f"cond[{key!r}]")])
         else:
@@ -182,7 +183,7 @@ class ClassifierFreeGuidance:
         why = "φ blends the rescaled and the plain guided x0"
         self.rescale = check_scale(rescale, 0.0, "rescale", why)
         if self.rescale > 1.0:
-            raise ValueError(f"rescale must lie in [0, 1] ({why}), got {rescale!r}")
+            raise InputError(f"rescale must lie in [0, 1] ({why}), got {rescale!r}")
 
     @property
     def sde(self) -> SDE:
@@ -192,7 +193,7 @@ class ClassifierFreeGuidance:
         """Both branches in one inner call; the guided prediction at ``(x, t)``."""
         t = check_times(t, x, self.sde)
         if self.rescale and x[0].numel() < 2:
-            raise ValueError(f"rescale needs at least 2 elements per sample for a standard deviation, "
+            raise InputError(f"rescale needs at least 2 elements per sample for a standard deviation, "
                              f"got samples of shape {tuple(x.shape[1:])}")
         both = self.model.predict(torch.cat([x, x]), torch.cat([t, t]), paired_cond(cond, self.null_cond))
         n = x.shape[0]
@@ -228,8 +229,8 @@ class ClassifierGuidance:
                  interval: Interval | None = None, conditional: bool = False):
         check_model(model)
         if not callable(classifier):
-            raise TypeError(f"classifier must be callable as classifier(x, t, cond) -> log p(cond | x_t), "
-                            f"got {type(classifier).__name__}")
+            raise InputTypeError("classifier must be callable as classifier(x, t, cond) -> "
+                                 f"log p(cond | x_t), got {type(classifier).__name__}")
         self.model, self.classifier = model, classifier
         self.scale = check_scale(scale, 0.0, "the classifier scale s",
                                  "s < 0 would guide away from the class")
@@ -249,7 +250,7 @@ class ClassifierGuidance:
             log_p = self.classifier(xg, t, cond)
             if not isinstance(log_p, Tensor) or log_p.shape != (x.shape[0],):
                 got = tuple(log_p.shape) if isinstance(log_p, Tensor) else type(log_p).__name__
-                raise ValueError(f"the classifier must return log p(cond | x_t) per sample, shape "
+                raise InputError(f"the classifier must return log p(cond | x_t) per sample, shape "
                                  f"({x.shape[0]},), got {got}")
             (grad,) = torch.autograd.grad(log_p.sum(), xg, create_graph=track)
         return grad
@@ -257,7 +258,7 @@ class ClassifierGuidance:
     def predict(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Prediction:
         """The model's prediction with ``eps − s·sigma·∇log p_φ`` (and the matching ``x0``)."""
         if cond is None:
-            raise ValueError("classifier guidance needs a condition: pass cond=... (class labels, say) "
+            raise InputError("classifier guidance needs a condition: pass cond=... (class labels, say) "
                              "to sample, encode or log_likelihood")
         t = check_times(t, x, self.sde)
         pred = self.model.predict(x, t, cond if self.conditional else None)

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from scoresde import samplers
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
@@ -100,7 +101,7 @@ def repaint_schedule(steps: int, jump_length: int, n_resample: int) -> tuple[int
     """
     for name, value in (("steps", steps), ("jump_length", jump_length), ("n_resample", n_resample)):
         if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            raise InputError(f"{name} must be an integer >= 1, got {value!r}")
     jumps = {tau: n_resample - 1 for tau in range(0, steps - jump_length, jump_length)}
     path, p = [0], 0
     while p < steps:
@@ -143,11 +144,11 @@ def _check_mask(mask: Tensor | bool, y: Tensor) -> Tensor:
     except RuntimeError:
         shape = None
     if shape != y.shape:
-        raise ValueError(f"mask must be broadcastable to y's shape {tuple(y.shape)}, got {tuple(mask.shape)}")
+        raise InputError(f"mask must be broadcastable to y's shape {tuple(y.shape)}, got {tuple(mask.shape)}")
     if mask.dtype != torch.bool:
         if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
             bad = mask[(mask != 0) & (mask != 1)].flatten()[:4].tolist()
-            raise ValueError(f"mask must hold 0/1 or bools (1 = observed), got values such as {bad}")
+            raise InputError(f"mask must hold 0/1 or bools (1 = observed), got values such as {bad}")
         mask = mask == 1
     return mask
 
@@ -196,34 +197,34 @@ def inpaint(
     """
     check_model(model)
     if find_latent_model(model) is not None:
-        raise ValueError("inpaint replaces the observed part of the diffusion's state, but a latent model's "
+        raise InputError("inpaint replaces the observed part of the diffusion's state, but a latent model's "
                          "state is its autoencoder's latents, where a data mask has no meaning; inpaint a "
                          "pixel-space model")
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
     if method != "repaint" and (jump_length is not None or n_resample is not None):
-        raise ValueError(f"jump_length and n_resample are RePaint's options (method='repaint'), "
+        raise InputError(f"jump_length and n_resample are RePaint's options (method='repaint'), "
                          f"got them with method={method!r}")
     if method == "ddim" and variance != "auto":
-        raise ValueError("variance is the ancestral step's option (method='replace' or 'repaint'); "
+        raise InputError("variance is the ancestral step's option (method='replace' or 'repaint'); "
                          f"method='ddim' takes deterministic steps, got variance={variance!r}")
     if not isinstance(y, Tensor) or not y.is_floating_point() or y.ndim < 2:
         got = f"{y.dtype} of shape {tuple(y.shape)}" if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(f"y must be a floating-point tensor of shape (batch, ...), got {got}")
+        raise InputError(f"y must be a floating-point tensor of shape (batch, ...), got {got}")
     mask = _check_mask(mask, y)
     if not torch.isfinite(torch.where(mask, y, 0.0)).all():
-        raise ValueError("y must be finite where mask is 1 (the observed coordinates)")
+        raise InputError("y must be finite where mask is 1 (the observed coordinates)")
     check_cond(cond, y.shape[0])
     spec = samplers.get(_STEP_SAMPLER[method])
     opts = spec.parse({"variance": variance} if method != "ddim" else {})
     sde = model.sde
     ts = time_grid(spec, model, opts, steps, timesteps, grid, None, t_end)
     if ts[0] != sde.T:
-        raise ValueError(f"inpainting starts from the prior at t = T = {sde.T}; timesteps start at "
+        raise InputError(f"inpainting starts from the prior at t = T = {sde.T}; timesteps start at "
                          f"{float(ts[0]):.6g}")
     denoise = spec.default_ends(opts)[1] if denoise is None else bool(denoise)
     if denoise and sde.sigma(ts[-1]) == 0:
-        raise ValueError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
+        raise InputError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
     n = len(ts) - 1
     if method == "repaint":
         j = REPAINT_DEFAULTS["jump_length"] if jump_length is None else jump_length

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from scoresde.analytic import NULL_LABEL
+from scoresde.errors import InputError, InputTypeError
 from scoresde.grids import from_indices
 from scoresde.model import ScoreModel
 from scoresde.schedules import DiscreteSchedule
@@ -86,8 +87,8 @@ def read_scheduler_config(source: str | Path | Mapping[str, Any] | Any) -> dict[
     if hasattr(source, "config") and isinstance(source.config, Mapping):
         return dict(source.config)
     if not isinstance(source, str | Path):
-        raise TypeError(f"scheduler must be a path, a config dict or a diffusers scheduler, "
-                        f"got {type(source).__name__}")
+        raise InputTypeError(f"scheduler must be a path, a config dict or a diffusers scheduler, "
+                             f"got {type(source).__name__}")
     path = Path(source)
     if path.is_dir():
         path = path / SCHEDULER_CONFIG
@@ -118,17 +119,17 @@ def diffusers_betas(config: Mapping[str, Any]) -> Tensor:
     """
     name = str(config.get("_class_name", ""))
     if any(name.startswith(prefix) for prefix in NON_VP_SCHEDULERS):
-        raise ValueError(f"scheduler {name} is not a discrete DDPM (VP) schedule; load_diffusers supports "
+        raise InputError(f"scheduler {name} is not a discrete DDPM (VP) schedule; load_diffusers supports "
                          "schedulers with betas (DDPM, DDIM, PNDM, DPM-Solver, Euler, UniPC, ...)")
     if config.get("rescale_betas_zero_snr", False):
-        raise ValueError("rescale_betas_zero_snr=True (zero terminal SNR, Lin et al. 2024) is not supported: "
+        raise InputError("rescale_betas_zero_snr=True (zero terminal SNR, Lin et al. 2024) is not supported: "
                          "ᾱ = 0 at the last step has no finite VP SDE here; use a config without it")
     trained = config.get("trained_betas")
     N = config.get("num_train_timesteps")
     if trained is not None:
         betas = torch.as_tensor(trained, dtype=torch.float64).flatten()
         if N is not None and len(betas) != int(N):
-            raise ValueError(f"trained_betas has {len(betas)} entries but num_train_timesteps is {N}")
+            raise InputError(f"trained_betas has {len(betas)} entries but num_train_timesteps is {N}")
         return betas
     N = 1000 if N is None else int(N)
     schedule = config.get("beta_schedule", "linear")
@@ -139,7 +140,7 @@ def diffusers_betas(config: Mapping[str, Any]) -> Tensor:
         return torch.linspace(math.sqrt(start), math.sqrt(end), N, dtype=torch.float64) ** 2
     if schedule == "squaredcos_cap_v2":
         return _glide_cosine_betas(N)
-    raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES} (or trained_betas given), "
+    raise InputError(f"beta_schedule must be one of {BETA_SCHEDULES} (or trained_betas given), "
                      f"got {schedule!r}")
 
 
@@ -147,7 +148,7 @@ def prediction_of(config: Mapping[str, Any]) -> str:
     """Our prediction name for the config's ``prediction_type`` (diffusers' default ``epsilon``)."""
     kind = config.get("prediction_type", "epsilon")
     if kind not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {sorted(PREDICTION_TYPES)}, got {kind!r}")
+        raise InputError(f"prediction_type must be one of {sorted(PREDICTION_TYPES)}, got {kind!r}")
     return PREDICTION_TYPES[kind]
 
 
@@ -156,7 +157,7 @@ def learned_range_of(config: Mapping[str, Any]) -> bool:
     variance output, is refused)."""
     kind = config.get("variance_type")
     if kind == "learned":
-        raise ValueError("variance_type='learned' (the network outputs log Σ itself) is not supported; "
+        raise InputError("variance_type='learned' (the network outputs log Σ itself) is not supported; "
                          "'learned_range' (improved DDPM's interpolation) is")
     return kind == "learned_range"
 
@@ -186,7 +187,7 @@ def scheduler_times(scheduler: Any, steps: int) -> Tensor:
     idx = torch.as_tensor(fresh.timesteps).to(torch.float64)
     name = type(scheduler).__name__
     if not torch.equal(idx, idx.round()) or (idx < 0).any() or (idx >= N).any():
-        raise ValueError(f"{name} takes timesteps that are not DDPM indices in 0..{N - 1}: {idx.tolist()}")
+        raise InputError(f"{name} takes timesteps that are not DDPM indices in 0..{N - 1}: {idx.tolist()}")
     ts = from_indices(idx, N, final_zero=False)
     if name in ("DDIMScheduler", "DDPMScheduler"):
         if name == "DDIMScheduler":
@@ -194,7 +195,7 @@ def scheduler_times(scheduler: Any, steps: int) -> Tensor:
         else:
             prev = [int(fresh.previous_timestep(int(i))) for i in idx]
         if prev[:-1] != [int(i) for i in idx[1:]]:
-            raise ValueError(f"{name} steps from {idx.int().tolist()} to {prev}, not to its next timesteps "
+            raise InputError(f"{name} steps from {idx.int().tolist()} to {prev}, not to its next timesteps "
                              "(a spacing that does not divide N); one time grid cannot represent it")
         last = prev[-1]
         if last >= 0:
@@ -206,7 +207,7 @@ def scheduler_times(scheduler: Any, steps: int) -> Tensor:
         return torch.cat([ts, torch.tensor([end], dtype=torch.float64)])
     sigmas = getattr(fresh, "sigmas", None)
     if sigmas is None:
-        raise ValueError(f"scheduler_times supports DDIMScheduler, DDPMScheduler and schedulers with sigmas "
+        raise InputError(f"scheduler_times supports DDIMScheduler, DDPMScheduler and schedulers with sigmas "
                          f"(DPMSolverMultistepScheduler, ...), got {name}")
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
     # Compared as ᾱ = 1/(1 + σ̄²): diffusers forms σ̄ = sqrt((1 − ᾱ)/ᾱ) in float32, which cancels
@@ -219,14 +220,14 @@ def scheduler_times(scheduler: Any, steps: int) -> Tensor:
         return bool(torch.allclose(a, b, rtol=5e-5, atol=1e-6))
 
     if len(sigmas) != len(idx) + 1 or not same(theirs[:-1], ours):
-        raise ValueError(f"{name}'s sigmas are not those of its timesteps on the β table (Karras, "
+        raise InputError(f"{name}'s sigmas are not those of its timesteps on the β table (Karras, "
                          "exponential or beta sigmas re-space them); one time grid cannot represent them")
     if sigmas[-1] == 0:
         end = 0.0
     elif same(theirs[-1:], first):
         end = 1 / N
     else:
-        raise ValueError(f"{name} ends at sigma {float(sigmas[-1]):.6g}, neither 0 nor index 0's "
+        raise InputError(f"{name} ends at sigma {float(sigmas[-1]):.6g}, neither 0 nor index 0's "
                          f"{float(torch.sqrt(1 / first - 1)):.6g}")
     return torch.cat([ts, torch.tensor([end], dtype=torch.float64)])
 
@@ -255,19 +256,19 @@ class DiffusersUNet(nn.Module):
     def __init__(self, unet: nn.Module, *, learned_range: bool = False, null_class: int | None = None):
         super().__init__()
         if not any(c.__name__ in UNET_CLASSES for c in type(unet).__mro__):
-            raise TypeError(f"DiffusersUNet wraps a diffusers {' or '.join(UNET_CLASSES)}, "
-                            f"got {type(unet).__name__}")
+            raise InputTypeError(f"DiffusersUNet wraps a diffusers {' or '.join(UNET_CLASSES)}, "
+                                 f"got {type(unet).__name__}")
         config = unet.config
         if config.get("time_embedding_type") == "learned":
-            raise ValueError("time_embedding_type='learned' looks timesteps up in a table, so the network "
+            raise InputError("time_embedding_type='learned' looks timesteps up in a table, so the network "
                              "only exists at integer steps; scoresde's samplers need a positional or "
                              "Fourier time embedding")
         channels_in, channels_out = config["in_channels"], config["out_channels"]
         if learned_range and channels_out != 2 * channels_in:
-            raise ValueError(f"learned_range needs out_channels = 2·in_channels = {2 * channels_in}, "
+            raise InputError(f"learned_range needs out_channels = 2·in_channels = {2 * channels_in}, "
                              f"got {channels_out}")
         if not learned_range and channels_out != channels_in:
-            raise ValueError(f"the UNet maps {channels_in} to {channels_out} channels; a prediction needs "
+            raise InputError(f"the UNet maps {channels_in} to {channels_out} channels; a prediction needs "
                              "out_channels = in_channels (2·in_channels with variance_type='learned_range')")
         self.unet = unet
         self.learned_range = bool(learned_range)
@@ -283,7 +284,7 @@ class DiffusersUNet(nn.Module):
         dtype = self.unet.dtype
         if cond is not None:
             if self.cond_key in kwargs:
-                raise ValueError(f"{self.cond_key} given twice: as cond and as a keyword")
+                raise InputError(f"{self.cond_key} given twice: as cond and as a keyword")
             kwargs[self.cond_key] = cond
         kwargs = {k: (v.to(dtype) if isinstance(v, Tensor) and v.is_floating_point() else v)
                   for k, v in kwargs.items()}
@@ -318,7 +319,7 @@ class DiffusersUNet2D(DiffusersUNet):
                  learned_variance: bool = False):
         diffusers = _import_diffusers()
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-            raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+            raise InputError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
         levels = len(block_out_channels)
         unet = diffusers.UNet2DModel(
             sample_size=sample_size, in_channels=in_channels,
@@ -385,13 +386,13 @@ def load_diffusers(path: str | Path, *, subfolder: str | None = None,
     unet_config = json.loads((unet_dir / "config.json").read_text())
     cls = unet_config.get("_class_name")
     if cls not in UNET_CLASSES:
-        raise ValueError(f"{unet_dir / 'config.json'} describes a {cls}; load_diffusers loads "
+        raise InputError(f"{unet_dir / 'config.json'} describes a {cls}; load_diffusers loads "
                          f"{' and '.join(UNET_CLASSES)}")
     if not (unet_dir / WEIGHTS).is_file():
         raise FileNotFoundError(f"no safetensors weights at {unet_dir / WEIGHTS} (pickled .bin weights are "
                                 "not loaded: re-save with save_pretrained(..., safe_serialization=True))")
     if unet_config.get("out_channels") == 2 * unet_config.get("in_channels", 0) and not learned_range:
-        raise ValueError("the UNet returns twice its input channels (a learned variance) but the scheduler "
+        raise InputError("the UNet returns twice its input channels (a learned variance) but the scheduler "
                          "config does not say variance_type='learned_range'; pass a config that does")
     unet = getattr(diffusers, cls).from_pretrained(unet_dir, use_safetensors=True, local_files_only=True,
                                                    low_cpu_mem_usage=False, torch_dtype=dtype)
@@ -407,24 +408,24 @@ def load_diffusers(path: str | Path, *, subfolder: str | None = None,
 def check_exportable(model: Any) -> DiffusersUNet:
     """The :class:`DiffusersUNet` of ``model``, refusing what a diffusers folder cannot hold."""
     if not isinstance(model, ScoreModel):
-        raise TypeError(f"export_diffusers needs a scoresde.ScoreModel, got {type(model).__name__} (export "
-                        "the inner ScoreModel of a wrapper such as ClassifierFreeGuidance)")
+        raise InputTypeError(f"export_diffusers needs a scoresde.ScoreModel, got {type(model).__name__} "
+                             "(export the inner ScoreModel of a wrapper such as ClassifierFreeGuidance)")
     if not isinstance(model.net, DiffusersUNet):
-        raise TypeError("export_diffusers needs a diffusers network (a DiffusersUNet: the config network "
-                        "'diffusers_unet2d' or a model from load_diffusers), got "
-                        f"{type(model.net).__name__}, which diffusers has no class for")
+        raise InputTypeError("export_diffusers needs a diffusers network (a DiffusersUNet: the config "
+                             "network 'diffusers_unet2d' or a model from load_diffusers), got "
+                             f"{type(model.net).__name__}, which diffusers has no class for")
     sde = model.sde
     if type(sde) is not VPSDE or not isinstance(sde.schedule, DiscreteSchedule):
-        raise ValueError(f"export_diffusers needs a VP SDE with a discrete β table (VPSDE.from_betas, "
+        raise InputError(f"export_diffusers needs a VP SDE with a discrete β table (VPSDE.from_betas, "
                          f"sde.name='ddpm'), got {sde!r}")
     if model.time_input != "index":
-        raise ValueError("export_diffusers needs time_input='index' (diffusers UNets take the DDPM step "
+        raise InputError("export_diffusers needs time_input='index' (diffusers UNets take the DDPM step "
                          f"index), got {model.time_input!r}")
     if model.prediction not in PREDICTION_TYPES.values():
-        raise ValueError(f"diffusers has no prediction_type for prediction={model.prediction!r}; "
+        raise InputError(f"diffusers has no prediction_type for prediction={model.prediction!r}; "
                          f"exportable: {sorted(PREDICTION_TYPES.values())}")
     if model.learned_variance != model.net.learned_range:
-        raise ValueError("the model's learned_variance and its network's learned_range disagree")
+        raise InputError("the model's learned_variance and its network's learned_range disagree")
     return model.net
 
 

@@ -51,6 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from scoresde.errors import InputError, InputTypeError
 from scoresde.guidance import check_scale
 from scoresde.model import Cond, DiffusionModel, Prediction, check_model
 from scoresde.sde import SDE
@@ -86,16 +87,16 @@ def check_autoencoder(autoencoder: Any) -> None:
     missing += [m for m in AUTOENCODER_MEMBERS[:3]
                 if m not in missing and not callable(getattr(autoencoder, m))]
     if missing:
-        raise TypeError(f"autoencoder must implement the Autoencoder protocol "
-                        f"({', '.join(AUTOENCODER_MEMBERS)}), e.g. a scoresde.LinearAutoencoder or "
-                        f"DiffusersAutoencoder; {type(autoencoder).__name__} lacks {', '.join(missing)}")
+        raise InputTypeError(f"autoencoder must implement the Autoencoder protocol "
+                             f"({', '.join(AUTOENCODER_MEMBERS)}), e.g. a scoresde.LinearAutoencoder or "
+                             f"DiffusersAutoencoder; {type(autoencoder).__name__} lacks {', '.join(missing)}")
 
 
 def check_scale_factor(value: Any) -> float:
     """The latent scale as a float: finite and > 0 (latents are divided by it on decoding)."""
     value = check_scale(value, 0.0, "scale_factor", "z = scale·(E(x) − shift) is divided by it")
     if value == 0.0:
-        raise ValueError("scale_factor must be > 0 (z = scale·(E(x) − shift) is divided by it), got 0")
+        raise InputError("scale_factor must be > 0 (z = scale·(E(x) − shift) is divided by it), got 0")
     return value
 
 
@@ -120,9 +121,9 @@ def _shape_tuple(shape: Any, what: str) -> tuple[int, ...]:
     try:
         out = tuple(int(n) for n in shape)
     except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a tuple of ints, got {shape!r}") from None
+        raise InputError(f"{what} must be a tuple of ints, got {shape!r}") from None
     if not all(n >= 1 and n == m for n, m in zip(out, shape)):
-        raise ValueError(f"{what} must be a tuple of positive ints, got {tuple(shape)}")
+        raise InputError(f"{what} must be a tuple of positive ints, got {tuple(shape)}")
     return out
 
 
@@ -147,7 +148,7 @@ class LatentDiffusion(nn.Module):
         check_model(model)
         check_autoencoder(autoencoder)
         if find_latent_model(model) is not None:
-            raise ValueError("model is already a latent model (a LatentDiffusion, or a wrapper of one); "
+            raise InputError("model is already a latent model (a LatentDiffusion, or a wrapper of one); "
                              "a latent model of a latent model is not supported")
         self.model = model
         self.autoencoder = autoencoder
@@ -176,12 +177,12 @@ class LatentDiffusion(nn.Module):
         """``z = scale·(E(x) − shift)`` for data ``x`` of shape ``(batch, *data_shape)``."""
         if not isinstance(x, Tensor) or x.ndim < 2:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be a data tensor of shape (batch, ...), got {got}")
+            raise InputError(f"x must be a data tensor of shape (batch, ...), got {got}")
         expected = (x.shape[0], *self.latent_shape(tuple(x.shape[1:])))
         raw = self.autoencoder.encode(x)
         if not isinstance(raw, Tensor) or tuple(raw.shape) != expected:
             got = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
-            raise ValueError(f"the autoencoder encoded data {tuple(x.shape)} to {got}, but its latent_shape "
+            raise InputError(f"the autoencoder encoded data {tuple(x.shape)} to {got}, but its latent_shape "
                              f"says {expected}")
         if not torch.isfinite(raw).all():
             raise FloatingPointError("the autoencoder's encode returned non-finite latents")
@@ -191,15 +192,15 @@ class LatentDiffusion(nn.Module):
         """``x = D(z/scale + shift)`` for scaled latents ``z`` of shape ``(batch, *latent_shape)``."""
         if not isinstance(z, Tensor) or z.ndim < 2:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(f"z must be a latent tensor of shape (batch, ...), got {got}")
+            raise InputError(f"z must be a latent tensor of shape (batch, ...), got {got}")
         x = self.autoencoder.decode(z / self.scale_factor + self.shift_factor)
         if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] != z.shape[0]:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"the autoencoder decoded latents {tuple(z.shape)} to {got}: expected a "
+            raise InputError(f"the autoencoder decoded latents {tuple(z.shape)} to {got}: expected a "
                              f"(batch={z.shape[0]}, ...) data tensor")
         back = self.latent_shape(tuple(x.shape[1:]))
         if back != tuple(z.shape[1:]):
-            raise ValueError(f"latents of shape {tuple(z.shape[1:])} decoded to data of shape "
+            raise InputError(f"latents of shape {tuple(z.shape[1:])} decoded to data of shape "
                              f"{tuple(x.shape[1:])}, whose latent shape is {back}: sample a latent model "
                              "with shape (batch, *ldm.latent_shape(data_shape))")
         if not torch.isfinite(x).all():
@@ -223,17 +224,17 @@ class LinearAutoencoder(nn.Module):
         super().__init__()
         w = torch.as_tensor(weight, dtype=torch.float64)
         if w.ndim != 2 or w.shape[1] > w.shape[0] or w.numel() == 0:
-            raise ValueError(f"weight must be a (D, d) matrix with d <= D (data dimension D, latent d), "
+            raise InputError(f"weight must be a (D, d) matrix with d <= D (data dimension D, latent d), "
                              f"got shape {tuple(w.shape)}")
         D, d = w.shape
         b = torch.zeros(D, dtype=torch.float64) if bias is None else torch.as_tensor(bias, dtype=w.dtype)
         if b.shape != (D,):
-            raise ValueError(f"bias must have shape ({D},), got {tuple(b.shape)}")
+            raise InputError(f"bias must have shape ({D},), got {tuple(b.shape)}")
         if not (torch.isfinite(w).all() and torch.isfinite(b).all()):
-            raise ValueError("weight and bias must be finite")
+            raise InputError("weight and bias must be finite")
         sv = torch.linalg.svdvals(w)
         if sv.min() <= sv.max() * D * torch.finfo(torch.float64).eps:
-            raise ValueError(f"weight must have full column rank {d} (singular values {sv.tolist()})")
+            raise InputError(f"weight must have full column rank {d} (singular values {sv.tolist()})")
         self.register_buffer("weight", w)
         self.register_buffer("bias", b)
         self.register_buffer("pinv", torch.linalg.pinv(w))
@@ -243,13 +244,13 @@ class LinearAutoencoder(nn.Module):
     def latent_shape(self, data_shape: tuple[int, ...]) -> tuple[int, ...]:
         D, d = self.weight.shape
         if tuple(data_shape) != (D,):
-            raise ValueError(f"LinearAutoencoder encodes data of shape ({D},), got {tuple(data_shape)}")
+            raise InputError(f"LinearAutoencoder encodes data of shape ({D},), got {tuple(data_shape)}")
         return (d,)
 
     def _check(self, v: Tensor, n: int, what: str) -> None:
         if not isinstance(v, Tensor) or v.ndim != 2 or v.shape[1] != n:
             got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-            raise ValueError(f"LinearAutoencoder {what} of shape (batch, {n}), got {got}")
+            raise InputError(f"LinearAutoencoder {what} of shape (batch, {n}), got {got}")
 
     def encode(self, x: Tensor) -> Tensor:
         """``W⁺(x − b)`` per sample."""
@@ -279,11 +280,11 @@ class DiffusersAutoencoder(nn.Module):
         config = getattr(vae, "config", None)
         if not (callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))
                 and config is not None and hasattr(config, "latent_channels")):
-            raise TypeError(f"vae must be a diffusers AutoencoderKL (encode, decode, config), "
-                            f"got {type(vae).__name__}")
+            raise InputTypeError(f"vae must be a diffusers AutoencoderKL (encode, decode, config), "
+                                 f"got {type(vae).__name__}")
         for key in ("latents_mean", "latents_std"):
             if getattr(config, key, None) is not None:
-                raise ValueError(f"this autoencoder's config sets per-channel {key}; only a scalar "
+                raise InputError(f"this autoencoder's config sets per-channel {key}; only a scalar "
                                  "scaling_factor and shift_factor are supported")
         self.vae = vae
         self.in_channels = int(config.in_channels)
@@ -297,7 +298,7 @@ class DiffusersAutoencoder(nn.Module):
         f = self.downsample
         shape = tuple(data_shape)
         if len(shape) != 3 or shape[0] != self.in_channels or shape[1] % f or shape[2] % f:
-            raise ValueError(f"this AutoencoderKL encodes images ({self.in_channels}, H, W) with H and W "
+            raise InputError(f"this AutoencoderKL encodes images ({self.in_channels}, H, W) with H and W "
                              f"multiples of {f}, got {shape}")
         return (self.latent_channels, shape[1] // f, shape[2] // f)
 
@@ -307,7 +308,7 @@ class DiffusersAutoencoder(nn.Module):
     def encode(self, x: Tensor) -> Tensor:
         """The posterior mode (= mean) of the raw latent of ``x``."""
         if not isinstance(x, Tensor) or x.ndim != 4:
-            raise ValueError(f"AutoencoderKL encodes images (batch, C, H, W), got "
+            raise InputError(f"AutoencoderKL encodes images (batch, C, H, W), got "
                              f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
         self.latent_shape(tuple(x.shape[1:]))
         p = self._param()
@@ -318,7 +319,7 @@ class DiffusersAutoencoder(nn.Module):
         """The decoded image of raw latents ``z``."""
         if not isinstance(z, Tensor) or z.ndim != 4 or z.shape[1] != self.latent_channels:
             got = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(f"AutoencoderKL decodes latents (batch, {self.latent_channels}, h, w), "
+            raise InputError(f"AutoencoderKL decodes latents (batch, {self.latent_channels}, h, w), "
                              f"got {got}")
         p = self._param()
         out = self.vae.decode(z.to(device=p.device, dtype=p.dtype)).sample

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from scoresde import grids, ode
+from scoresde.errors import InputError
 from scoresde.flow import Predictor
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model, split_cond
@@ -80,7 +81,7 @@ class LikelihoodResult:
 
 def check_trace_chunk(trace_chunk: int | None) -> None:
     if trace_chunk is not None and (int(trace_chunk) != trace_chunk or trace_chunk < 1):
-        raise ValueError(f"trace_chunk must be None or an integer >= 1, got {trace_chunk!r}")
+        raise InputError(f"trace_chunk must be None or an integer >= 1, got {trace_chunk!r}")
 
 
 def _vjps(eps: Tensor, x: Tensor, vectors: Tensor) -> Tensor:
@@ -110,13 +111,13 @@ def divergence(eps: Tensor, x: Tensor, trace: str = "exact", probes: Tensor | No
     passes. (Ops without a vmap rule fall back to a loop inside the pass, with a warning.)
     """
     if trace not in TRACES:
-        raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
+        raise InputError(f"trace must be one of {TRACES}, got {trace!r}")
     check_trace_chunk(chunk)
     batch, d = x.shape[0], x[0].numel()
     if trace == "exact":
         count = d
     elif probes is None:
-        raise ValueError(f"trace={trace!r} needs probe vectors")
+        raise InputError(f"trace={trace!r} needs probe vectors")
     else:
         count = len(probes)
     step = count if chunk is None else min(int(chunk), count)
@@ -145,11 +146,11 @@ def draw_probes(kind: str, k: int, shape: tuple[int, ...], noise: NoiseSource,
 def _check_data(x: Tensor) -> None:
     if not isinstance(x, Tensor) or x.ndim < 2:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a tensor of shape (batch, ...), got {got}")
+        raise InputError(f"x must be a tensor of shape (batch, ...), got {got}")
     if not x.is_floating_point():
-        raise ValueError(f"x must be floating point, got {x.dtype} (for 8-bit images use bits_per_dim)")
+        raise InputError(f"x must be floating point, got {x.dtype} (for 8-bit images use bits_per_dim)")
     if not torch.isfinite(x).all():
-        raise ValueError("x must be finite; got NaN or inf")
+        raise InputError("x must be finite; got NaN or inf")
 
 
 def likelihood_field(predict: Predictor, sde: SDE, shape: tuple[int, ...],
@@ -249,30 +250,30 @@ def log_likelihood(
     if latent is not None:
         x = latent.to_latent(x)
     if trace not in TRACES:
-        raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
+        raise InputError(f"trace must be one of {TRACES}, got {trace!r}")
     ode.check_method(method)
     if int(probes) != probes or probes < 1:
-        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+        raise InputError(f"probes must be an integer >= 1, got {probes!r}")
     check_trace_chunk(trace_chunk)
     sde = model.sde
     if not 0.0 < eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps}")
+        raise InputError(f"eps must lie in (0, T={sde.T}), got {eps}")
     if ode.is_adaptive(method):
         if steps is not None:
-            raise ValueError(f"adaptive method {method!r} chooses its own steps; got steps={steps}")
+            raise InputError(f"adaptive method {method!r} chooses its own steps; got steps={steps}")
         time_grid = torch.tensor([eps, sde.T], dtype=torch.float64)
     else:
         if steps is None:
-            raise ValueError(f"fixed-step method {method!r} needs steps (an integer >= 1)")
+            raise InputError(f"fixed-step method {method!r} needs steps (an integer >= 1)")
         time_grid = grids.make_grid(grid, sde, steps, sde.T, eps).flip(0)
     if trace != "exact" and generator is None:
-        raise ValueError(f"trace={trace!r} draws Hutchinson probes: pass generator= (a torch.Generator "
+        raise InputError(f"trace={trace!r} draws Hutchinson probes: pass generator= (a torch.Generator "
                          "or a NoiseSource), or use trace='exact'")
     noise = as_noise(generator) if trace != "exact" else None
     prior_logp = sde.prior_logp if prior_logp is None else prior_logp
     batch_size = len(x) if batch_size is None else batch_size
     if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
     chunks = list(zip(torch.split(x, int(batch_size)), split_cond(cond, int(batch_size), len(x))))
     if progress:
@@ -300,14 +301,14 @@ def dequantize(pixels: Tensor, noise: NoiseSource, data_range: tuple[float, floa
     the map ``pixels + u ↦ y``.
     """
     if pixels.is_floating_point() or pixels.is_complex() or pixels.dtype == torch.bool:
-        raise ValueError(f"pixels must be integers in [0, {levels - 1}], got dtype {pixels.dtype}")
+        raise InputError(f"pixels must be integers in [0, {levels - 1}], got dtype {pixels.dtype}")
     if pixels.min() < 0 or pixels.max() > levels - 1:
-        raise ValueError(
+        raise InputError(
             f"pixels must lie in [0, {levels - 1}], got [{int(pixels.min())}, {int(pixels.max())}]"
         )
     lo, hi = data_range
     if not hi > lo:
-        raise ValueError(f"data_range must be (lo, hi) with hi > lo, got {data_range}")
+        raise InputError(f"data_range must be (lo, hi) with hi > lo, got {data_range}")
     u = torch.special.ndtr(noise.randn(tuple(pixels.shape), dtype, pixels.device))
     y = lo + (hi - lo) * (pixels.to(dtype) + u) / levels
     return y, math.log((hi - lo) / levels)
@@ -351,14 +352,14 @@ def bits_per_dim(model: DiffusionModel, x: Tensor, *, cond: Cond = None,
     ``rtol``…). A latent model is refused: its density is one of latents, not of the data.
     """
     if find_latent_model(model) is not None:
-        raise ValueError("bits_per_dim needs a density of the data, but a latent model's density is that of "
+        raise InputError("bits_per_dim needs a density of the data, but a latent model's density is that of "
                          "its latents z = to_latent(x); use sd.log_likelihood(model, x) (space='latent', "
                          "nats) instead")
     if x.is_floating_point():
         y, log_jac = x, 0.0
     else:
         if generator is None:
-            raise ValueError("dequantizing integer data needs a generator for the uniform noise")
+            raise InputError("dequantizing integer data needs a generator for the uniform noise")
         noise = as_noise(generator)
         y, log_jac = dequantize(x, noise, data_range, levels, dtype)
         likelihood_options.setdefault("generator", noise)

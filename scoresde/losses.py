@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from scoresde.bound import check_decoder, step_term
+from scoresde.errors import InputError
 from scoresde.model import Cond, DiffusionModel, check_cond, check_times
 from scoresde.sde import VESDE
 
@@ -111,7 +112,7 @@ def dsm_loss(
     """
     T = model.sde.T
     if not 0 <= eps < T:
-        raise ValueError(f"eps must lie in [0, T={T}), got {eps}")
+        raise InputError(f"eps must lie in [0, T={T}), got {eps}")
     if t is None:
         t = eps + (T - eps) * torch.rand(x0.shape[0], generator=generator, dtype=torch.float64,
                                          device=x0.device)
@@ -139,7 +140,7 @@ def smld_loss(model: DiffusionModel, x0: Tensor, generator: torch.Generator, *, 
     ``i ~ U{0..N−1}`` at ``t_i = i/(N − 1)``, so ``sigma(t_i) = discrete_sigmas[i]``.
     """
     if not isinstance(model.sde, VESDE):
-        raise ValueError(f"smld_loss needs a VESDE, got {type(model.sde).__name__}; "
+        raise InputError(f"smld_loss needs a VESDE, got {type(model.sde).__name__}; "
                          "use dsm_loss or ddpm_loss for other SDEs")
     # N = 1 has the single level sigma_min = sigma(0).
     t = uniform_index(model, x0, generator) / max(model.sde.N - 1, 1)
@@ -196,7 +197,7 @@ def hybrid_loss(
     N = model.sde.require_N("the hybrid loss (a discrete-time bound)")
     check_decoder(decoder)
     if not vlb_weight >= 0:
-        raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
+        raise InputError(f"vlb_weight must be >= 0, got {vlb_weight}")
     check_cond(cond, x0.shape[0])
     if decoder == "discretized":
         _check_on_pixel_grid(x0, data_range, levels)
@@ -205,16 +206,16 @@ def hybrid_loss(
     else:
         i = torch.as_tensor(step, dtype=torch.float64, device=x0.device)
         if i.shape not in ((), (x0.shape[0],)):
-            raise ValueError(f"step must be an int or one per sample ({x0.shape[0]},), "
+            raise InputError(f"step must be an int or one per sample ({x0.shape[0]},), "
                              f"got shape {tuple(i.shape)}")
         i = i.expand(x0.shape[0])
         if (i != i.round()).any() or (i < 0).any() or (i > N - 1).any():
-            raise ValueError(f"step must be integers in [0, {N - 1}], got {step!r}")
+            raise InputError(f"step must be integers in [0, {N - 1}], got {step!r}")
     t = (i + 1.0) / N
     x_t, z = draw_x_t(model, x0, t, generator)
     pred = model.predict(x_t, t, cond)
     if pred.var_interp is None:
-        raise ValueError("hybrid_loss trains a learned variance: the model's predictions have no var_interp "
+        raise InputError("hybrid_loss trains a learned variance: the model's predictions have no var_interp "
                          "(build it as ScoreModel(..., learned_variance=True)); use ddpm_loss otherwise")
     simple = _squared_error(pred.eps, z, reduce_mean)
     frozen = replace(pred, x0=pred.x0.detach(), eps=pred.eps.detach())
@@ -229,7 +230,7 @@ def _check_on_pixel_grid(x0: Tensor, data_range: tuple[float, float], levels: in
     lo, hi = data_range
     p = (x0.to(torch.float64) - lo) / (hi - lo) * (levels - 1)
     if (p < -1e-3).any() or (p > levels - 1 + 1e-3).any() or ((p - p.round()).abs() > 1e-3).any():
-        raise ValueError(f"decoder='discretized' needs data on the {levels} values spanning data_range "
+        raise InputError(f"decoder='discretized' needs data on the {levels} values spanning data_range "
                          f"{tuple(data_range)} (as scoresde.data returns images); got values off that grid")
 
 
@@ -240,5 +241,5 @@ LOSSES: dict[str, LossFn] = {"dsm": dsm_loss, "ddpm": ddpm_loss, "smld": smld_lo
 def get_loss(name: str) -> LossFn:
     """The loss registered under ``name`` (``"dsm"``, ``"ddpm"``, ``"smld"`` or ``"hybrid"``)."""
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; available: {sorted(LOSSES)}")
+        raise InputError(f"unknown loss {name!r}; available: {sorted(LOSSES)}")
     return LOSSES[name]

@@ -14,10 +14,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
+
 
 def _flat(x: Tensor) -> Tensor:
     if x.ndim < 2 or not torch.isfinite(x).all():
-        raise ValueError(f"expected a finite (n, ...) batch of samples, got shape {tuple(x.shape)}")
+        raise InputError(f"expected a finite (n, ...) batch of samples, got shape {tuple(x.shape)}")
     return x.flatten(1).to(torch.float64)
 
 
@@ -25,7 +27,7 @@ def mmd2(x: Tensor, y: Tensor, bandwidths: tuple[float, ...] = (0.1, 0.3, 1.0, 3
     """Unbiased MMD² between samples ``x`` (n, …) and ``y`` (m, …); n, m ≥ 2."""
     x, y = _flat(x), _flat(y)
     if x.shape[1] != y.shape[1] or len(x) < 2 or len(y) < 2:
-        raise ValueError(
+        raise InputError(
             f"need two sets of >= 2 samples of one dimension, got {tuple(x.shape)}, {tuple(y.shape)}"
         )
 
@@ -45,7 +47,7 @@ def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 128,
     """Sliced Wasserstein-2 distance between equal-size sample sets."""
     x, y = _flat(x), _flat(y)
     if x.shape != y.shape:
-        raise ValueError(f"need sets of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise InputError(f"need sets of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     dirs = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
     px, _ = torch.sort(x @ dirs, dim=0)

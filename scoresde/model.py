@@ -50,6 +50,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from scoresde.errors import InputError, InputTypeError
 from scoresde.sde import SDE, batch_coeff
 
 PREDICTIONS = ("eps", "x0", "v", "score")
@@ -138,8 +139,8 @@ class DiffusionModel(Protocol):
 def check_model(model: Any) -> None:
     """Refuse an object that does not implement :class:`DiffusionModel`."""
     if not (callable(getattr(model, "predict", None)) and isinstance(getattr(model, "sde", None), SDE)):
-        raise TypeError("model must implement the DiffusionModel protocol (a .sde attribute and "
-                        f".predict(x, t, cond)), e.g. a scoresde.ScoreModel; got {type(model).__name__}")
+        raise InputTypeError("model must implement the DiffusionModel protocol (a .sde attribute and "
+                             f".predict(x, t, cond)), e.g. a scoresde.ScoreModel; got {type(model).__name__}")
 
 
 def check_cond(cond: Cond, batch: int) -> None:
@@ -151,11 +152,11 @@ def check_cond(cond: Cond, batch: int) -> None:
     elif isinstance(cond, Mapping):  # a 0-d tensor keyword (a scale, say) has no batch axis
         items = {f"cond[{k!r}]": v for k, v in cond.items() if not (isinstance(v, Tensor) and v.ndim == 0)}
     else:
-        raise TypeError(f"cond must be None, a tensor or a dict of network keyword arguments, "
-                        f"got {type(cond).__name__}")
+        raise InputTypeError(f"cond must be None, a tensor or a dict of network keyword arguments, "
+                             f"got {type(cond).__name__}")
     for name, value in items.items():
         if isinstance(value, Tensor) and (value.ndim == 0 or value.shape[0] != batch):
-            raise ValueError(f"{name} must have the batch as its first axis ({batch} samples), "
+            raise InputError(f"{name} must have the batch as its first axis ({batch} samples), "
                              f"got shape {tuple(value.shape)}")
 
 
@@ -208,7 +209,7 @@ def prediction_from_output(kind: str, out: Tensor, x: Tensor, alpha: Tensor, sig
         norm = alpha * alpha + sigma * sigma
         x0, eps = (alpha * x - sigma * out) / norm, (sigma * x + alpha * out) / norm
     else:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
+        raise InputError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
     return Prediction(x=x, alpha=alpha, sigma=sigma, x0=x0, eps=eps, var_interp=var_interp)
 
 
@@ -218,8 +219,8 @@ def compile_network(net: Callable[..., Tensor], options: bool | Mapping[str, Any
     if options is False:
         return net
     if options is not True and not isinstance(options, Mapping):
-        raise TypeError(f"compile must be True, False or a dict of torch.compile keyword arguments, "
-                        f"got {options!r}")
+        raise InputTypeError(f"compile must be True, False or a dict of torch.compile keyword arguments, "
+                             f"got {options!r}")
     kwargs = {} if options is True else dict(options)
     if isinstance(net, nn.Module):
         net.compile(**kwargs)
@@ -268,19 +269,19 @@ class ScoreModel(nn.Module):
     ):
         super().__init__()
         if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+            raise InputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if isinstance(time_input, str) and time_input not in TIME_INPUTS:
-            raise ValueError(
+            raise InputError(
                 f"time_input must be one of {sorted(TIME_INPUTS)} or a callable, got {time_input!r}"
             )
         if not (isinstance(time_input, str) or callable(time_input)):
-            raise TypeError(f"time_input must be a string or a callable, got {type(time_input)}")
+            raise InputTypeError(f"time_input must be a string or a callable, got {type(time_input)}")
         if time_input == "index":
             sde.require_N("time_input='index'")
         if autocast is not None and autocast not in AUTOCAST_DTYPES:
-            raise ValueError(f"autocast must be None or one of {AUTOCAST_DTYPES}, got {autocast!r}")
+            raise InputError(f"autocast must be None or one of {AUTOCAST_DTYPES}, got {autocast!r}")
         if not isinstance(channels_last, bool):
-            raise TypeError(f"channels_last must be True or False, got {channels_last!r}")
+            raise InputTypeError(f"channels_last must be True or False, got {channels_last!r}")
         if channels_last and isinstance(net, nn.Module):
             net.to(memory_format=torch.channels_last)
         self.net = compile_network(net, compile)
@@ -310,7 +311,7 @@ class ScoreModel(nn.Module):
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             what = ("shaped like its input" if not self.learned_variance else
                     "with twice its input's channels on axis 1 (prediction, then variance interpolation)")
-            raise ValueError(f"the network must return a tensor {what} {tuple(expected)}, got {got}")
+            raise InputError(f"the network must return a tensor {what} {tuple(expected)}, got {got}")
         out = out.to(x.dtype)
         if self.channels_last and x.is_contiguous():
             out = out.contiguous()
@@ -325,7 +326,7 @@ class ScoreModel(nn.Module):
         """The raw network output at ``(x, c)``, with the model's ``channels_last`` and ``autocast``."""
         if self.channels_last:
             if x.ndim != 4:
-                raise ValueError(f"channels_last needs image inputs (batch, C, H, W), got shape "
+                raise InputError(f"channels_last needs image inputs (batch, C, H, W), got shape "
                                  f"{tuple(x.shape)}")
             x = x.contiguous(memory_format=torch.channels_last)
         context = torch.autocast(x.device.type, self.autocast) if self.autocast is not None else nullcontext()
@@ -365,13 +366,13 @@ def check_times(t: float | Tensor, x: Tensor, sde: SDE) -> Tensor:
     """
     t = torch.as_tensor(t, dtype=torch.float64)
     if not torch.isfinite(t).all():
-        raise ValueError(f"times must be finite, got {t}")
+        raise InputError(f"times must be finite, got {t}")
     if t.ndim == 0:
         t = t.expand(x.shape[0])
     elif t.shape != (x.shape[0],):
-        raise ValueError(
+        raise InputError(
             f"t must be a scalar or of shape (batch,) = ({x.shape[0]},), got {tuple(t.shape)}"
         )
     if (t < 0).any() or (t > sde.T).any():
-        raise ValueError(f"times must lie in [0, T={sde.T}], got min {t.min():.6g}, max {t.max():.6g}")
+        raise InputError(f"times must lie in [0, T={sde.T}], got min {t.min():.6g}, max {t.max():.6g}")
     return t

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError, InputTypeError
+
 
 @runtime_checkable
 class NoiseSource(Protocol):
@@ -45,7 +47,7 @@ class PerSampleNoise:
 
     def __init__(self, seed: int, offset: int = 0, device: torch.device | str = "cpu"):
         if int(seed) != seed or seed < 0 or int(offset) != offset or offset < 0:
-            raise ValueError(f"seed and offset must be integers >= 0, got seed={seed!r}, offset={offset!r}")
+            raise InputError(f"seed and offset must be integers >= 0, got seed={seed!r}, offset={offset!r}")
         self.seed, self.offset, self.device = int(seed), int(offset), torch.device(device)
         self._streams: list[torch.Generator] = []
 
@@ -68,7 +70,7 @@ def as_noise(generator: torch.Generator | NoiseSource | None) -> NoiseSource:
         return GeneratorNoise(generator)
     if isinstance(generator, NoiseSource):
         return generator
-    raise TypeError(
+    raise InputTypeError(
         "a random generator must be passed in: a torch.Generator (e.g. "
         "torch.Generator().manual_seed(0)) or scoresde.PerSampleNoise(seed); "
         f"got {type(generator).__name__}"

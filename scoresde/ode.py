@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
+
 VectorField = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -100,7 +102,7 @@ class Solution:
 
 def check_method(method: str) -> None:
     if method not in methods():
-        raise ValueError(f"unknown ODE method {method!r}; available: {methods()}")
+        raise InputError(f"unknown ODE method {method!r}; available: {methods()}")
 
 
 def rk_step(func: VectorField, s: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau) -> Tensor:
@@ -216,7 +218,7 @@ def solve_with_stats(func: VectorField, y0: Tensor, grid: Tensor, method: str = 
     check_method(method)
     grid = torch.as_tensor(grid, dtype=torch.float64)
     if method not in FIXED_STEP and not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+        raise InputError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
     if method in TORCHODE_METHODS:
         return _solve_torchode(func, y0, grid[0], grid[-1], method, rtol, atol)
     calls = 0

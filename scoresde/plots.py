@@ -22,6 +22,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from scoresde.errors import InputError
+
 __all__ = [
     "ImagePanel",
     "ScatterPanel",
@@ -61,15 +63,15 @@ def image_grid(pixels: Tensor | np.ndarray, levels: int, ncol: int | None = None
     """
     p = _numpy(pixels)
     if p.ndim != 4 or p.shape[1] not in (1, 3):
-        raise ValueError(f"pixels must be (N, C, H, W) with C = 1 or 3, got shape {p.shape}")
+        raise InputError(f"pixels must be (N, C, H, W) with C = 1 or 3, got shape {p.shape}")
     if len(p) == 0:
-        raise ValueError("no images to draw")
+        raise InputError("no images to draw")
     if levels < 2:
-        raise ValueError(f"levels must be >= 2, got {levels}")
+        raise InputError(f"levels must be >= 2, got {levels}")
     n, c, h, w = p.shape
     ncol = math.ceil(math.sqrt(n)) if ncol is None else int(ncol)
     if ncol < 1:
-        raise ValueError(f"ncol must be >= 1, got {ncol}")
+        raise InputError(f"ncol must be >= 1, got {ncol}")
     nrow = math.ceil(n / ncol)
     grid = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), PAD_VALUE, dtype=np.float64)
     scaled = np.clip(p.astype(np.float64) / (levels - 1), 0.0, 1.0).transpose(0, 2, 3, 1)
@@ -97,7 +99,7 @@ def save_image_panels(path: str | Path, panels: Sequence[ImagePanel], levels: in
     Each panel is drawn pixel-exact (nearest-neighbour), keeping the grid's aspect ratio.
     """
     if not panels:
-        raise ValueError("no panels to draw")
+        raise InputError("no panels to draw")
     grids = [image_grid(p.pixels, levels, p.ncol) for p in panels]
     cols = len(panels) if cols is None else min(int(cols), len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -155,10 +157,10 @@ def save_scatter_panels(path: str | Path, panels: Sequence[ScatterPanel], suptit
     ``lim`` defaults to :func:`axis_limits` of all panels.
     """
     if not panels:
-        raise ValueError("no panels to draw")
+        raise InputError("no panels to draw")
     for p in panels:
         if _numpy(p.x).ndim != 2 or _numpy(p.x).shape[1] != 2:
-            raise ValueError(f"scatter panel {p.title!r} needs (N, 2) points, got shape {_numpy(p.x).shape}")
+            raise InputError(f"scatter panel {p.title!r} needs (N, 2) points, got shape {_numpy(p.x).shape}")
     lim = axis_limits(*(p.x for p in panels)) if lim is None else lim
     cols = min(cols, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -182,7 +184,7 @@ def save_pair_scatter(path: str | Path, original: Tensor | np.ndarray, reconstru
     original to its reconstruction drawn in the right panel."""
     a, b = _numpy(original), _numpy(reconstructed)
     if a.shape != b.shape or a.ndim != 2 or a.shape[1] != 2:
-        raise ValueError(f"need two (N, 2) sets of one shape, got {a.shape} and {b.shape}")
+        raise InputError(f"need two (N, 2) sets of one shape, got {a.shape} and {b.shape}")
     lim = axis_limits(a, b)
     fig = Figure(figsize=(8.0, 4.4), layout="constrained")
     left, right = fig.subplots(1, 2, squeeze=True)
@@ -205,7 +207,7 @@ def save_path_scatter(path: str | Path, background: Tensor | np.ndarray, paths: 
     the data points the paths join (``ends``: ``(2, pairs, 2)``) marked."""
     bg, pts, e = _numpy(background), _numpy(paths), _numpy(ends)
     if pts.ndim != 3 or pts.shape[2] != 2 or e.shape != (2, *pts.shape[1:]):
-        raise ValueError(f"need paths (n, pairs, 2) and ends (2, pairs, 2), got {pts.shape} and {e.shape}")
+        raise InputError(f"need paths (n, pairs, 2) and ends (2, pairs, 2), got {pts.shape} and {e.shape}")
     lim = axis_limits(bg, pts, e)
     fig = Figure(figsize=(5.0, 5.3), layout="constrained")
     ax = fig.subplots()

@@ -11,6 +11,8 @@ import difflib
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from scoresde.errors import InputError
+
 T = TypeVar("T")
 
 
@@ -30,16 +32,16 @@ class Registry(Generic[T]):
     def register(self, name: str, item: T) -> T:
         """Add ``item`` under ``name``; a name registered twice is an error."""
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+            raise InputError(f"a {self.kind} name must be a non-empty string, got {name!r}")
         if name in self._items:
-            raise ValueError(f"a {self.kind} named {name!r} is already registered")
+            raise InputError(f"a {self.kind} named {name!r} is already registered")
         self._items[name] = item
         return item
 
     def get(self, name: str) -> T:
         """The item registered under ``name``; unknown names name the available ones."""
         if name not in self._items:
-            raise ValueError(f"unknown {self.kind} {name!r}{did_you_mean(str(name), self.names())}; "
+            raise InputError(f"unknown {self.kind} {name!r}{did_you_mean(str(name), self.names())}; "
                              f"available: {', '.join(self.names())}")
         return self._items[name]
 

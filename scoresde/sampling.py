@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from scoresde import grids, samplers
+from scoresde.errors import InputError, InputTypeError
 from scoresde.grids import GridTable
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
@@ -43,7 +44,7 @@ def resolve_sampler(sampler: str | SamplerSpec) -> SamplerSpec:
     if isinstance(sampler, SamplerSpec):
         return sampler
     if not isinstance(sampler, str):
-        raise TypeError(f"sampler must be a name or a SamplerSpec, got {type(sampler).__name__}")
+        raise InputTypeError(f"sampler must be a name or a SamplerSpec, got {type(sampler).__name__}")
     return samplers.get(sampler)
 
 
@@ -55,10 +56,10 @@ def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions,
     sde = model.sde
     if timesteps is not None:
         if steps is not None or grid is not None or t_start is not None or t_end is not None:
-            raise ValueError("pass either timesteps or steps/grid/t_start/t_end, not both")
+            raise InputError("pass either timesteps or steps/grid/t_start/t_end, not both")
         ts = grids.check_timesteps(timesteps, sde)
         if not options.uses_grid and len(ts) > 2:
-            raise ValueError(
+            raise InputError(
                 f"an adaptive solver uses only the ends of timesteps; got {len(ts)} times "
                 "(pass [t_start, t_end], or use a fixed-step method)"
             )
@@ -66,16 +67,16 @@ def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions,
     t_start = sde.T if t_start is None else t_start
     t_end = spec.default_ends(options)[0] if t_end is None else t_end
     if not 0.0 <= t_end < t_start <= sde.T:
-        raise ValueError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
+        raise InputError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
     if not options.uses_grid:
         if steps is not None or grid is not None:
-            raise ValueError(
+            raise InputError(
                 f"an adaptive solver chooses its own steps; got steps={steps!r}, grid={grid!r} "
                 "(use rtol/atol, or a fixed-step method such as 'heun' or 'rk4')"
             )
         return torch.tensor([t_start, t_end], dtype=torch.float64)
     if steps is None:
-        raise ValueError("steps is required (an integer >= 1), or pass an explicit timesteps tensor")
+        raise InputError("steps is required (an integer >= 1), or pass an explicit timesteps tensor")
     return grids.make_grid(grid or spec.grid_for(sde), sde, steps, t_start, t_end)
 
 
@@ -134,20 +135,20 @@ def sample(
     sde = model.sde
     shape = tuple(shape)
     if len(shape) < 1 or not all(isinstance(n, int) and n >= 1 for n in shape):
-        raise ValueError(f"shape must be a tuple of positive ints (batch, ...), got {shape}")
+        raise InputError(f"shape must be a tuple of positive ints (batch, ...), got {shape}")
     check_cond(cond, shape[0])
     ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end)
     denoise = spec.default_ends(opts)[1] if denoise is None else bool(denoise)
     if denoise and sde.sigma(ts[-1]) == 0:
-        raise ValueError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
+        raise InputError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
 
     if x_T is not None:
         if tuple(x_T.shape) != shape:
-            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
+            raise InputError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
         if not torch.isfinite(x_T).all():
-            raise ValueError("x_T must be finite")
+            raise InputError("x_T must be finite")
     elif ts[0] < sde.T:
-        raise ValueError(f"starting at t={float(ts[0]):.4g} < T needs x_T (the prior sits at T)")
+        raise InputError(f"starting at t={float(ts[0]):.4g} < T needs x_T (the prior sits at T)")
     needs_noise = opts.stochastic or x_T is None
     noise = as_noise(generator) if needs_noise or generator is not None else None
     if x_T is None:

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
+
 
 class Schedule(abc.ABC):
     @abc.abstractmethod
@@ -37,7 +39,7 @@ class LinearSchedule(Schedule):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         if not 0 < beta_min <= beta_max:
-            raise ValueError(
+            raise InputError(
                 f"need 0 < beta_min <= beta_max, got beta_min={beta_min}, beta_max={beta_max}"
             )
         self.beta_min, self.beta_max = float(beta_min), float(beta_max)
@@ -75,7 +77,7 @@ class CosineSchedule(Schedule):
 
     def __init__(self, s: float = 0.008, t_max: float = 0.9946):
         if not (s > 0 and 0 < t_max < 1):
-            raise ValueError(f"need s > 0 and 0 < t_max < 1, got s={s}, t_max={t_max}")
+            raise InputError(f"need s > 0 and 0 < t_max < 1, got s={s}, t_max={t_max}")
         self.s, self.t_max = float(s), float(t_max)
         self._log_cos0 = math.log(math.cos(self._phi(0.0)))
         self._tan0 = math.tan(self._phi(0.0))
@@ -113,9 +115,9 @@ class DiscreteSchedule(Schedule):
     def __init__(self, betas: Tensor):
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or len(betas) < 1:
-            raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+            raise InputError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
         if not (torch.isfinite(betas).all() and (betas > 0).all() and (betas < 1).all()):
-            raise ValueError("every beta must lie in (0, 1)")
+            raise InputError("every beta must lie in (0, 1)")
         self.betas = betas
         self.N = len(betas)
         zero = torch.zeros(1, dtype=torch.float64)
@@ -150,7 +152,7 @@ class DiscreteSchedule(Schedule):
 
     def discrete_betas(self, N: int) -> Tensor:
         if N != self.N:
-            raise ValueError(f"this table has N={self.N} steps, asked for {N}")
+            raise InputError(f"this table has N={self.N} steps, asked for {N}")
         return self.betas
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError, InputTypeError
 from scoresde.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule, Schedule
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -34,7 +35,7 @@ def as_time(t: float | Tensor, like: Tensor | None = None) -> Tensor:
     device = like.device if like is not None else None
     t = torch.as_tensor(t, dtype=torch.float64, device=device)
     if not torch.isfinite(t).all():
-        raise ValueError(f"times must be finite, got {t}")
+        raise InputError(f"times must be finite, got {t}")
     return t
 
 
@@ -62,13 +63,13 @@ class SDE(abc.ABC):
 
     def __init__(self, N: int | None = None):
         if N is not None and (isinstance(N, bool) or int(N) != N or N < 1):
-            raise ValueError(f"N must be a positive integer or None (continuous time), got {N!r}")
+            raise InputError(f"N must be a positive integer or None (continuous time), got {N!r}")
         self.N = None if N is None else int(N)
 
     def require_N(self, what: str) -> int:
         """``N``, or an error saying that ``what`` needs a discrete-time SDE."""
         if self.N is None:
-            raise ValueError(f"{what} needs a discrete-time SDE (N steps); this {type(self).__name__} "
+            raise InputError(f"{what} needs a discrete-time SDE (N steps); this {type(self).__name__} "
                              "has N=None — construct it with N=...")
         return self.N
 
@@ -220,9 +221,10 @@ class _VPFamily(SDE):
             schedule = LinearSchedule(0.1 if beta_min is None else beta_min,
                                       20.0 if beta_max is None else beta_max)
         elif beta_min is not None or beta_max is not None:
-            raise ValueError("pass either beta_min/beta_max (the linear schedule) or schedule=, not both")
+            raise InputError("pass either beta_min/beta_max (the linear schedule) or schedule=, not both")
         elif not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a scoresde.schedules.Schedule, got {type(schedule).__name__}")
+            raise InputTypeError("schedule must be a scoresde.schedules.Schedule, "
+                                 f"got {type(schedule).__name__}")
         self.schedule: Schedule = schedule
 
     @classmethod
@@ -328,7 +330,7 @@ class VESDE(SDE):
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int | None = 1000):
         super().__init__(N)
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(
+            raise InputError(
                 f"VESDE needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, "
                 f"sigma_max={sigma_max}"
             )

@@ -55,6 +55,7 @@ from scoresde import checkpoint, distributed
 from scoresde.analytic import NULL_LABEL
 from scoresde.autoencoding import batched, load_autoencoder
 from scoresde.data import CONTINUOUS_RANGE, DataSpec
+from scoresde.errors import InputError
 from scoresde.experiment import build_model, identity, is_latent, latent_model, load_data, load_labelled_data
 from scoresde.latent import LatentDiffusion
 from scoresde.losses import get_loss
@@ -97,7 +98,7 @@ def drop_labels(labels: Tensor, p: float, generator: torch.Generator) -> Tensor:
     """``labels`` with each replaced by :data:`~scoresde.analytic.NULL_LABEL` with probability ``p``
     (independently; one uniform draw per label from ``generator``, also for ``p = 0``)."""
     if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0):
-        raise ValueError(f"label dropout must be a probability in [0, 1], got {p!r}")
+        raise InputError(f"label dropout must be a probability in [0, 1], got {p!r}")
     drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p
     return torch.where(drop, torch.full_like(labels, NULL_LABEL), labels)
 
@@ -109,13 +110,13 @@ def _training_data(config: ConfigDict) -> tuple[Tensor, Tensor | None, DataSpec]
     classes, p = config.model.num_classes, config.training.label_dropout
     if classes == 0:
         if p != 0:
-            raise ValueError(f"training.label_dropout={p} needs a class-conditional model "
+            raise InputError(f"training.label_dropout={p} needs a class-conditional model "
                              "(model.num_classes > 0); got model.num_classes=0")
         data, spec = load_data(config, "train")
         return data, None, spec
     data, labels, spec = load_labelled_data(config, "train")
     if labels.max() >= classes:
-        raise ValueError(f"data set {config.data.name!r} has labels 0..{labels.max().item()} but "
+        raise InputError(f"data set {config.data.name!r} has labels 0..{labels.max().item()} but "
                          f"model.num_classes={classes}; set it to at least {labels.max().item() + 1}")
     return data, labels, spec
 
@@ -135,7 +136,7 @@ def _check_same_autoencoder(state: dict[str, Any], autoencoder: ConvAutoencoder,
             and all(torch.equal(stored["net"][k], v) for k, v in current["net"].items())
             and all(stored[k] == current[k] for k in ("config", "scale_factor", "shift_factor")))
     if not same:
-        raise ValueError(f"{latest} was trained on the latents of another autoencoder than the one in "
+        raise InputError(f"{latest} was trained on the latents of another autoencoder than the one in "
                          f"latent.autoencoder={source!r}; point it at the original or train in a fresh "
                          "workdir")
 
@@ -144,7 +145,7 @@ def _loss_options(config: ConfigDict, spec: DataSpec) -> dict[str, Any]:
     """The keyword arguments of ``training.loss`` that the config fixes."""
     tc = config.training
     if config.model.learned_variance != (tc.loss == "hybrid"):
-        raise ValueError("model.learned_variance=True needs training.loss='hybrid' (the loss that trains the "
+        raise InputError("model.learned_variance=True needs training.loss='hybrid' (the loss that trains the "
                          "variance) and the hybrid loss needs it; got model.learned_variance="
                          f"{config.model.learned_variance}, training.loss={tc.loss!r}")
     options: dict[str, Any] = {"reduce_mean": tc.reduce_mean}
@@ -223,7 +224,7 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, config=identity(config))
         if "optimizer" not in state:
-            raise ValueError(f"{latest} is an exported model (weights only) and cannot be resumed; "
+            raise InputError(f"{latest} is an exported model (weights only) and cannot be resumed; "
                              "train in a fresh workdir")
         model.net.load_state_dict(state["net"])
         opt.load_state_dict(state["optimizer"])

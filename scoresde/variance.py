@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError, InputTypeError
 from scoresde.model import Cond, DiffusionModel, Prediction, check_cond, check_model, check_times, split_cond
 from scoresde.noise import NoiseSource, as_noise
 from scoresde.sde import SDE
@@ -69,7 +70,7 @@ class EpsMomentTable:
         t = torch.as_tensor(t, dtype=torch.float64)
         lo, hi = self.t[0], self.t[-1]
         if (t < lo).any() or (t > hi).any():
-            raise ValueError(f"the Γ table covers t in [{float(lo):.6g}, {float(hi):.6g}], got t from "
+            raise InputError(f"the Γ table covers t in [{float(lo):.6g}, {float(hi):.6g}], got t from "
                              f"{float(t.min()):.6g} to {float(t.max()):.6g}; estimate it on times that "
                              "cover the sampler's grid (estimate_eps_moment(..., times=...))")
         j = torch.searchsorted(self.t, t.contiguous(), right=True).clamp(1, len(self.t) - 1)
@@ -116,7 +117,7 @@ def estimate_eps_moment(
     check_model(model)
     sde = model.sde
     if x0.ndim < 2 or x0.shape[0] < 2 or not x0.is_floating_point() or not torch.isfinite(x0).all():
-        raise ValueError(f"x0 must be a finite floating-point (n, ...) batch with n >= 2, got "
+        raise InputError(f"x0 must be a finite floating-point (n, ...) batch with n >= 2, got "
                          f"{x0.dtype} of shape {tuple(x0.shape)}")
     check_cond(cond, x0.shape[0])
     if times is None:
@@ -124,21 +125,21 @@ def estimate_eps_moment(
         times = torch.arange(1, N + 1, dtype=torch.float64) / N
     times = torch.as_tensor(times, dtype=torch.float64)
     if times.ndim != 1 or len(times) < 2 or not (times[1:] > times[:-1]).all():
-        raise ValueError("times must be a strictly increasing 1-D tensor of >= 2 times, got "
+        raise InputError("times must be a strictly increasing 1-D tensor of >= 2 times, got "
                          f"{times.tolist()[:8]}")
     if times[0] <= 0 or times[-1] > sde.T or not (sde.sigma(times) > 0).all():
-        raise ValueError(f"times must lie in (0, T={sde.T}] where sigma > 0, got [{float(times[0]):.6g}, "
+        raise InputError(f"times must lie in (0, T={sde.T}] where sigma > 0, got [{float(times[0]):.6g}, "
                          f"{float(times[-1]):.6g}]")
     x0_var_max = None
     if data_range is not None:
         a, b = data_range
         if not b > a:
-            raise ValueError(f"data_range must be (a, b) with a < b, got {data_range!r}")
+            raise InputError(f"data_range must be (a, b) with a < b, got {data_range!r}")
         x0_var_max = ((b - a) / 2.0) ** 2
     n = x0.shape[0]
     size = n if batch_size is None else batch_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     noise = as_noise(generator)
     gammas, ses = [], []
     with torch.no_grad():
@@ -148,7 +149,7 @@ def estimate_eps_moment(
             sq = torch.cat([model.predict(xc, t, cc).eps.to(torch.float64).square().flatten(1).mean(1)
                             for xc, cc in chunks])
             if not torch.isfinite(sq).all():
-                raise ValueError(f"the model's eps is not finite at t={float(t):.6g}")
+                raise InputError(f"the model's eps is not finite at t={float(t):.6g}")
             gammas.append(sq.mean())
             ses.append(sq.std() / n**0.5)
     return EpsMomentTable(t=times, gamma=torch.stack(gammas), se=torch.stack(ses), n=n, x0_var_max=x0_var_max)
@@ -165,8 +166,8 @@ class AnalyticVariance:
     def __init__(self, model: DiffusionModel, table: EpsMomentTable):
         check_model(model)
         if not isinstance(table, EpsMomentTable):
-            raise TypeError("table must be an EpsMomentTable (from estimate_eps_moment), got "
-                            f"{type(table).__name__}")
+            raise InputTypeError("table must be an EpsMomentTable (from estimate_eps_moment), got "
+                                 f"{type(table).__name__}")
         self.model = model
         self.table = table
 

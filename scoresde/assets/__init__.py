@@ -27,13 +27,15 @@ from pathlib import Path
 
 import torch
 
+from scoresde.errors import InputError
+
 SHIPPED = ("digits_vp", "digits_vp_cond", "digits_vp_lv", "digits_latent")
 
 
 def shipped_model(name: str) -> Path:
     """The checkpoint file of the shipped model ``name`` (one of :data:`SHIPPED`)."""
     if name not in SHIPPED:
-        raise ValueError(f"no shipped model named {name!r}; shipped: {', '.join(SHIPPED)}")
+        raise InputError(f"no shipped model named {name!r}; shipped: {', '.join(SHIPPED)}")
     path = Path(str(resources.files(__name__) / f"{name}.pt"))
     if not path.is_file():
         raise FileNotFoundError(f"the shipped model file {path} is missing from this installation")
@@ -49,8 +51,8 @@ def digits_grid(sampler: str, nfe: int) -> torch.Tensor:
         raise FileNotFoundError(f"the shipped grid file {path} is missing from this installation")
     grids = json.loads(path.read_text())["grids"]
     if sampler not in grids:
-        raise ValueError(f"no optimised digits grid for sampler {sampler!r}; available: {', '.join(grids)}")
+        raise InputError(f"no optimised digits grid for sampler {sampler!r}; available: {', '.join(grids)}")
     if str(nfe) not in grids[sampler]:
-        raise ValueError(f"no optimised {sampler!r} digits grid at nfe={nfe!r}; available: "
+        raise InputError(f"no optimised {sampler!r} digits grid at nfe={nfe!r}; available: "
                          f"{', '.join(grids[sampler])}")
     return torch.tensor(grids[sampler][str(nfe)], dtype=torch.float64)

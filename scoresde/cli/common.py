@@ -25,6 +25,7 @@ import scoresde as sd
 from scoresde import assets, distributed, experiment
 from scoresde.config import default_config
 from scoresde.data import DataSpec, to_pixels
+from scoresde.errors import InputError
 from scoresde.metrics import mmd2
 
 FLAGS = flags.FLAGS
@@ -126,7 +127,7 @@ def _check_sampler_options(value: list[str]) -> bool:
 # --- config overrides: a bad key names the nearest ones ---------------------------------------
 
 
-class ConfigKeyError(ValueError):
+class ConfigKeyError(InputError):
     """An override ``--config.KEY=VALUE`` names a key the config does not have."""
 
 
@@ -230,7 +231,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 # --- helpers shared by the modes --------------------------------------------------------------
 
 
-class FlagError(ValueError):
+class FlagError(InputError):
     """A flag is missing or does not fit the mode (reported in one line, with a pointer to --help)."""
 
     def __str__(self) -> str:
@@ -547,7 +548,7 @@ def sampler_runs(steps: Sequence[int], variants: Sequence[sd.samplers.Variant],
     run of ``adaptive`` after the fixed-step runs of its sampler."""
     steps = sorted({int(s) for s in steps})
     if not steps or steps[0] < 1:
-        raise ValueError(f"steps must be integers >= 1, got {steps}")
+        raise InputError(f"steps must be integers >= 1, got {steps}")
 
     def counts(v: sd.samplers.Variant) -> list[int | None]:
         return steps if sd.samplers.get(v.sampler).parse(v.options).uses_grid else [None]

@@ -57,6 +57,7 @@ from scoresde.cli.common import (
     write_csv,
 )
 from scoresde.data import ring_mixture
+from scoresde.errors import InputError
 
 flags.DEFINE_enum("problem", "all", ["all", "gmm", "digits", "guidance", "inpaint", "latent"],
                   "demo: which part to run: the trained digits model, classifier-free guidance on the "
@@ -136,9 +137,9 @@ def run_digits_demo(workdir: str | Path, cfg: ConfigDict, source: str | Path, st
     model = experiment.load_trained(cfg, source)
     test, spec = experiment.load_data(cfg, "test")
     if not spec.is_image:
-        raise ValueError(f"the image demo needs image data; {spec.name!r} is continuous")
+        raise InputError(f"the image demo needs image data; {spec.name!r} is continuous")
     if nll_n > len(test) or n > len(test):
-        raise ValueError(f"the test split has {len(test)} images; asked for n={n} and nll_n={nll_n}")
+        raise InputError(f"the test split has {len(test)} images; asked for n={n} and nll_n={nll_n}")
 
     runs = sampler_runs([steps], sd.samplers.variants(main_only=True), IMAGE_ADAPTIVE)
     results = run_samplers(model, (n, *spec.shape), runs, seed, None, progress, desc="digits samplers")

@@ -16,6 +16,7 @@ import torch
 import scoresde as sd
 from scoresde.cli.common import FLAGS, load_model, one_steps, pixels, seed, test_split, workdir
 from scoresde.data import DataSpec
+from scoresde.errors import InputError
 
 IMAGE_MASKS = ("left_half", "right_half", "top_half", "bottom_half", "center")
 MASKS = (*IMAGE_MASKS, "random")
@@ -26,14 +27,14 @@ def make_mask(name: str, spec: DataSpec, n: int, observed_fraction: float,
     """The boolean mask (True = observed) of ``n`` samples of ``spec``: ``(1, C, H, W)`` for the
     image masks (one for the batch), ``(n, ...)`` for ``random``."""
     if name not in MASKS:
-        raise ValueError(f"config inpaint.mask must be one of {', '.join(MASKS)}, got {name!r}")
+        raise InputError(f"config inpaint.mask must be one of {', '.join(MASKS)}, got {name!r}")
     if name == "random":
         if not 0.0 < observed_fraction < 1.0:
-            raise ValueError(f"config inpaint.observed_fraction must lie in (0, 1), "
+            raise InputError(f"config inpaint.observed_fraction must lie in (0, 1), "
                              f"got {observed_fraction!r}")
         return torch.rand((n, *spec.shape), generator=generator) < observed_fraction
     if not spec.is_image:
-        raise ValueError(f"mask {name!r} needs image data; {spec.name!r} has shape {spec.shape}: use random")
+        raise InputError(f"mask {name!r} needs image data; {spec.name!r} has shape {spec.shape}: use random")
     _, h, w = spec.shape
     known = torch.ones((1, *spec.shape), dtype=torch.bool)
     if name == "left_half":

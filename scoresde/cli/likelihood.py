@@ -29,6 +29,7 @@ from scoresde.cli.common import (
     workdir,
 )
 from scoresde.data import DataSpec
+from scoresde.errors import InputError
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
     to_device(model, world)
     x, spec = test_split(cfg, FLAGS.n)
     if len(x) < 2:
-        raise ValueError(f"likelihood needs >= 2 test points for a standard error, got {len(x)}")
+        raise InputError(f"likelihood needs >= 2 test points for a standard error, got {len(x)}")
     if sd.latent.find_latent_model(model) is not None:
         latent_main(model, cfg, x, spec, wd, world)
         return

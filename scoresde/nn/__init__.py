@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from scoresde.errors import InputError
 from scoresde.interop import DiffusersUNet2D  # diffusers itself is imported only when one is built
 from scoresde.nn.autoencoder import ConvAutoencoder
 from scoresde.nn.classifier import TimeClassifierConv, TimeClassifierMLP
@@ -31,15 +32,15 @@ def build_network(config_model: Mapping[str, Any]) -> nn.Module:
     kwargs = dict(config_model)
     name = kwargs.pop("name", None)
     if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; available: {sorted(NETWORKS)}")
+        raise InputError(f"unknown network {name!r}; available: {sorted(NETWORKS)}")
     cls = NETWORKS[name]
     params = inspect.signature(cls).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        raise ValueError(f"network {name!r} does not take {unknown}; its arguments are {list(params)}")
+        raise InputError(f"network {name!r} does not take {unknown}; its arguments are {list(params)}")
     missing = [p for p, spec in params.items() if spec.default is spec.empty and p not in kwargs]
     if missing:
-        raise ValueError(f"network {name!r} needs {missing} in its config")
+        raise InputError(f"network {name!r} needs {missing} in its config")
     return cls(**kwargs)
 
 

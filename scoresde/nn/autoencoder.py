@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from scoresde.errors import InputError
 from scoresde.nn.unet import _norm
 
 
@@ -72,9 +73,9 @@ class ConvAutoencoder(nn.Module):
         super().__init__()
         lo, hi = (float(v) for v in data_range)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"data_range must be finite with lo < hi, got {tuple(data_range)}")
+            raise InputError(f"data_range must be finite with lo < hi, got {tuple(data_range)}")
         if not channel_mult or num_res_blocks < 1 or latent_channels < 1:
-            raise ValueError(f"need at least one level, one residual block and one latent channel; got "
+            raise InputError(f"need at least one level, one residual block and one latent channel; got "
                              f"channel_mult={tuple(channel_mult)}, num_res_blocks={num_res_blocks}, "
                              f"latent_channels={latent_channels}")
         self.config = {"in_channels": in_channels, "latent_channels": latent_channels, "channels": channels,
@@ -111,14 +112,14 @@ class ConvAutoencoder(nn.Module):
         """``(C, H, W) -> (latent_channels, H/f, W/f)`` for one sample (no batch axis)."""
         shape, f = tuple(int(s) for s in data_shape), self.factor
         if len(shape) != 3 or shape[0] != self.in_channels or shape[1] % f or shape[2] % f:
-            raise ValueError(f"ConvAutoencoder expects samples of shape ({self.in_channels}, H, W) with H "
+            raise InputError(f"ConvAutoencoder expects samples of shape ({self.in_channels}, H, W) with H "
                              f"and W divisible by {f}, got {shape}")
         return self.latent_channels, shape[1] // f, shape[2] // f
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(μ, log σ²)`` of q(z | x), each ``(B, latent_channels, H/f, W/f)``."""
         if x.ndim != 4:
-            raise ValueError(f"ConvAutoencoder.encode expects images (batch, C, H, W), got shape "
+            raise InputError(f"ConvAutoencoder.encode expects images (batch, C, H, W), got shape "
                              f"{tuple(x.shape)}")
         self.latent_shape(x.shape[1:])
         return self.encoder(x).chunk(2, dim=1)
@@ -130,7 +131,7 @@ class ConvAutoencoder(nn.Module):
     def decode(self, z: Tensor) -> Tensor:
         """Images in ``data_range`` from raw latents ``(B, latent_channels, h, w)``."""
         if z.ndim != 4 or z.shape[1] != self.latent_channels:
-            raise ValueError(f"ConvAutoencoder.decode expects latents (batch, {self.latent_channels}, h, w), "
+            raise InputError(f"ConvAutoencoder.decode expects latents (batch, {self.latent_channels}, h, w), "
                              f"got shape {tuple(z.shape)}")
         return self.lo + (self.hi - self.lo) * torch.sigmoid(self.decoder(z))
 
@@ -151,7 +152,7 @@ def autoencoder_from_state(state: Mapping[str, Any], where: str = "the checkpoin
     """The :class:`ConvAutoencoder` that :func:`autoencoder_state` described (in eval mode)."""
     missing = sorted({"config", "net", "scale_factor", "shift_factor"} - set(state))
     if missing:
-        raise ValueError(f"{where} holds no complete autoencoder: missing {missing}")
+        raise InputError(f"{where} holds no complete autoencoder: missing {missing}")
     config = dict(state["config"])
     autoencoder = ConvAutoencoder(**config)
     autoencoder.load_state_dict(state["net"])

@@ -19,13 +19,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scoresde.errors import InputError
 from scoresde.nn.embedding import time_embedding
 from scoresde.nn.unet import Downsample, ResBlock, _norm
 
 
 def _check_classes(num_classes: int) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        raise InputError(f"num_classes must be an integer >= 2, got {num_classes!r}")
 
 
 class TimeClassifierMLP(nn.Module):
@@ -54,7 +55,7 @@ class TimeClassifierMLP(nn.Module):
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         flat = x.flatten(1)
         if flat.shape[1] != self.dim:
-            raise ValueError(f"TimeClassifierMLP(dim={self.dim}) got input of shape {tuple(x.shape)} "
+            raise InputError(f"TimeClassifierMLP(dim={self.dim}) got input of shape {tuple(x.shape)} "
                              f"({flat.shape[1]} elements per sample)")
         e = self.time(self.embed(c))
         h = self.inp(flat)
@@ -80,7 +81,7 @@ class TimeClassifierConv(nn.Module):
         super().__init__()
         _check_classes(num_classes)
         if not channel_mult:
-            raise ValueError("channel_mult needs at least one level")
+            raise InputError("channel_mult needs at least one level")
         self.in_channels, self.num_classes = in_channels, num_classes
         temb_ch = 4 * channels
         self.embed = nn.Sequential(time_embedding(embedding, channels), nn.Linear(channels, temb_ch),
@@ -98,7 +99,7 @@ class TimeClassifierConv(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"TimeClassifierConv expects images (batch, {self.in_channels}, H, W), "
+            raise InputError(f"TimeClassifierConv expects images (batch, {self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
         temb = self.embed(c)
         h = self.conv_in(x)

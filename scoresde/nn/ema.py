@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from scoresde.errors import InputError
+
 
 class EMA:
     """Shadow weights of ``module``'s trainable parameters.
@@ -29,7 +31,7 @@ class EMA:
 
     def __init__(self, module: nn.Module, decay: float = 0.999, warmup: bool = True):
         if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must lie in [0, 1], got {decay}")
+            raise InputError(f"decay must lie in [0, 1], got {decay}")
         self.decay, self.warmup, self.num_updates = float(decay), warmup, 0
         self.shadow = {name: p.detach().float().clone() for name, p in _trainable(module).items()}
 
@@ -77,5 +79,5 @@ def _check_names(shadow: Mapping[str, Tensor], other: Mapping[str, Any], what: s
     """Refuse parameters that do not match the shadows name for name, listing the differences."""
     if shadow.keys() != other.keys():
         missing, extra = sorted(shadow.keys() - other.keys()), sorted(other.keys() - shadow.keys())
-        raise ValueError(f"{what} does not match the EMA's parameters: missing {missing}, "
+        raise InputError(f"{what} does not match the EMA's parameters: missing {missing}, "
                          f"unexpected {extra}")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from scoresde.analytic import NULL_LABEL
+from scoresde.errors import InputError
 
 EMBEDDINGS = ("sinusoidal", "fourier")
 
@@ -29,7 +30,7 @@ EMBEDDINGS = ("sinusoidal", "fourier")
 def _half(dim: int) -> int:
     """Half of an embedding size, which must be even (sines and cosines in equal number)."""
     if dim < 2 or dim % 2:
-        raise ValueError(f"embedding dim must be a positive even number, got {dim}")
+        raise InputError(f"embedding dim must be a positive even number, got {dim}")
     return dim // 2
 
 
@@ -77,7 +78,7 @@ def time_embedding(kind: str, dim: int, fourier_scale: float = 16.0) -> nn.Modul
         return SinusoidalEmbedding(dim)
     if kind == "fourier":
         return GaussianFourierProjection(dim, fourier_scale)
-    raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {kind!r}")
+    raise InputError(f"embedding must be one of {EMBEDDINGS}, got {kind!r}")
 
 
 class ClassEmbedding(nn.Module):
@@ -90,7 +91,7 @@ class ClassEmbedding(nn.Module):
     def __init__(self, num_classes: int, dim: int):
         super().__init__()
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+            raise InputError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = num_classes
         self.table = nn.Embedding(num_classes + 1, dim)
 
@@ -99,10 +100,10 @@ class ClassEmbedding(nn.Module):
                 or labels.is_complex() or labels.dtype == torch.bool:
             got = f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, Tensor) \
                 else type(labels).__name__
-            raise ValueError(f"class labels must be a (batch,) integer tensor, got {got}")
+            raise InputError(f"class labels must be a (batch,) integer tensor, got {got}")
         bad = (labels < NULL_LABEL) | (labels >= self.num_classes)
         if bad.any():
-            raise ValueError(f"class labels must lie in 0..{self.num_classes - 1} (or {NULL_LABEL} for "
+            raise InputError(f"class labels must lie in 0..{self.num_classes - 1} (or {NULL_LABEL} for "
                              f"the null label), got {sorted(set(labels[bad].tolist()))}")
         return self.table(torch.where(labels == NULL_LABEL, self.num_classes, labels))
 
@@ -111,7 +112,7 @@ def class_embedding(num_classes: int, dim: int) -> ClassEmbedding | None:
     """The :class:`ClassEmbedding` of a network with ``num_classes`` classes; ``None`` for 0
     (an unconditional network)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-        raise ValueError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
+        raise InputError(f"num_classes must be an integer >= 0 (0: unconditional), got {num_classes!r}")
     return ClassEmbedding(num_classes, dim) if num_classes else None
 
 
@@ -125,14 +126,14 @@ def add_class_embedding(emb: Tensor, classes: ClassEmbedding | None, labels: Ten
     """
     if classes is None:
         if labels is not None:
-            raise ValueError("this network is unconditional (num_classes=0) but was given class labels; "
+            raise InputError("this network is unconditional (num_classes=0) but was given class labels; "
                              "build it with num_classes > 0 to condition on them")
         return emb
     if labels is None:
-        raise ValueError(f"this class-conditional network (num_classes={classes.num_classes}) needs one "
+        raise InputError(f"this class-conditional network (num_classes={classes.num_classes}) needs one "
                          f"label per sample, net(x, c, labels) (cond=labels; {NULL_LABEL} for the null "
                          "label)")
     if isinstance(labels, Tensor) and labels.shape != (emb.shape[0],):
-        raise ValueError(f"expected one class label per sample, shape ({emb.shape[0]},), "
+        raise InputError(f"expected one class label per sample, shape ({emb.shape[0]},), "
                          f"got {tuple(labels.shape)}")
     return emb + classes(labels).to(emb.dtype)

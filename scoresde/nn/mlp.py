@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scoresde.errors import InputError
 from scoresde.nn.embedding import add_class_embedding, class_embedding, time_embedding
 
 
@@ -54,7 +55,7 @@ class TimeMLP(nn.Module):
     def forward(self, x: Tensor, c: Tensor, labels: Tensor | None = None) -> Tensor:
         flat = x.flatten(1)
         if flat.shape[1] != self.dim:
-            raise ValueError(f"TimeMLP(dim={self.dim}) got input of shape {tuple(x.shape)} "
+            raise InputError(f"TimeMLP(dim={self.dim}) got input of shape {tuple(x.shape)} "
                              f"({flat.shape[1]} elements per sample)")
         e = add_class_embedding(self.time(self.embed(c)), self.classes, labels)
         h = self.inp(flat)

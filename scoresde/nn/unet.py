@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scoresde.errors import InputError
 from scoresde.nn.embedding import add_class_embedding, class_embedding, time_embedding
 
 
@@ -129,7 +130,7 @@ class UNet(nn.Module):
         super().__init__()
         levels = len(channel_mult)
         if levels < 1 or resolution % 2 ** (levels - 1):
-            raise ValueError(f"resolution {resolution} must be divisible by 2^(len(channel_mult) − 1) "
+            raise InputError(f"resolution {resolution} must be divisible by 2^(len(channel_mult) − 1) "
                              f"= {2 ** (levels - 1)} (channel_mult={tuple(channel_mult)})")
         self.in_channels, self.resolution = in_channels, resolution
         temb_ch = 4 * channels
@@ -174,7 +175,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, c: Tensor, labels: Tensor | None = None) -> Tensor:
         expected = (self.in_channels, self.resolution, self.resolution)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"UNet expects input of shape (batch, {', '.join(map(str, expected))}), "
+            raise InputError(f"UNet expects input of shape (batch, {', '.join(map(str, expected))}), "
                              f"got {tuple(x.shape)}")
         temb = add_class_embedding(self.embed(c), self.classes, labels)
         h = self.conv_in(x)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
@@ -67,16 +68,16 @@ class AdaptiveSDEOptions(SamplerOptions):
 
     def validate(self) -> None:
         if not (0.0 < self.eps_abs < math.inf and 0.0 <= self.eps_rel < math.inf):
-            raise ValueError(f"tolerances must be finite with eps_abs > 0 and eps_rel >= 0, got "
+            raise InputError(f"tolerances must be finite with eps_abs > 0 and eps_rel >= 0, got "
                              f"eps_abs={self.eps_abs}, eps_rel={self.eps_rel}")
         if not 0.0 < self.h_init < math.inf:
-            raise ValueError(f"h_init must be a finite number > 0, got {self.h_init}")
+            raise InputError(f"h_init must be a finite number > 0, got {self.h_init}")
         if not 0.0 < self.theta <= 1.0:
-            raise ValueError(f"theta must lie in (0, 1], got {self.theta}")
+            raise InputError(f"theta must lie in (0, 1], got {self.theta}")
         if not 0.0 < self.r < math.inf:
-            raise ValueError(f"r must be a finite number > 0, got {self.r}")
+            raise InputError(f"r must be a finite number > 0, got {self.r}")
         if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer >= 1, got {self.max_attempts}")
+            raise InputError(f"max_attempts must be an integer >= 1, got {self.max_attempts}")
 
     @property
     def uses_grid(self) -> bool:
@@ -100,7 +101,7 @@ def adaptive_sde(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseS
                  options: AdaptiveSDEOptions, callback: Callback | None = None) -> Tensor:
     """Algorithm 1 of Jolicoeur-Martineau et al. from ``grid.t[0]`` to ``grid.t[-1]``, per sample."""
     if grid.sigma[-1] == 0:
-        raise ValueError(
+        raise InputError(
             f"adaptive_sde evaluates the score at t_end, so it needs sigma > 0 there; got t_end = "
             f"{float(grid.t[-1]):.4g}. Use t_end > 0 (with denoise=True for a final Tweedie step).")
     sde, batch = model.sde, x.shape[0]

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from scoresde.errors import InputError, InputTypeError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel, Prediction
 from scoresde.noise import NoiseSource
@@ -69,8 +70,8 @@ def _coerce(owner: str, name: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, str):
             raise fail("a string")
         return value
-    raise TypeError(f"{owner}.{name}: option type {kind!r} is not supported (use float, int, bool, "
-                    "str or Literal[...])")
+    raise InputTypeError(f"{owner}.{name}: option type {kind!r} is not supported (use float, int, bool, "
+                         "str or Literal[...])")
 
 
 @dataclass(frozen=True)
@@ -183,14 +184,14 @@ class SamplerSpec:
         if isinstance(options, self.options):
             return options
         if isinstance(options, SamplerOptions):
-            raise TypeError(f"sampler {self.name!r} takes {self.options.__name__}, "
-                            f"got {type(options).__name__}")
+            raise InputTypeError(f"sampler {self.name!r} takes {self.options.__name__}, "
+                                 f"got {type(options).__name__}")
         options = dict(options or {})
         valid = [f.name for f in fields(self.options)]
         unknown = [k for k in options if k not in valid]
         if unknown:
             k = unknown[0]
-            raise ValueError(f"sampler {self.name!r} has no option {k!r}{did_you_mean(k, valid)}; "
+            raise InputError(f"sampler {self.name!r} has no option {k!r}{did_you_mean(k, valid)}; "
                              f"its options are: {self.options.describe()}")
         return self.options(**options)
 

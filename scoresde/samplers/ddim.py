@@ -19,6 +19,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
@@ -40,7 +41,7 @@ class DDIMOptions(SamplerOptions):
 
     def validate(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
+            raise InputError(f"eta must lie in [0, 1], got {self.eta}")
 
     @property
     def stochastic(self) -> bool:

@@ -35,6 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel, Prediction
 from scoresde.noise import NoiseSource
@@ -66,13 +67,13 @@ class DPMAdaptiveOptions(DeterministicOptions):
         for name in ("rtol", "atol", "h_init"):
             value = getattr(self, name)
             if not 0.0 < value < math.inf:
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+                raise InputError(f"{name} must be a finite number > 0, got {value}")
         coeffs = (self.pcoeff, self.icoeff, self.dcoeff)
         if not all(math.isfinite(c) for c in coeffs) or not sum(coeffs) > 0:
-            raise ValueError("pcoeff, icoeff and dcoeff must be finite with pcoeff + icoeff + dcoeff > 0 "
+            raise InputError("pcoeff, icoeff and dcoeff must be finite with pcoeff + icoeff + dcoeff > 0 "
                              f"(a larger error must shrink the step), got {coeffs}")
         if not 0.0 < self.accept_safety <= 1.0:
-            raise ValueError(f"accept_safety must lie in (0, 1], got {self.accept_safety}")
+            raise InputError(f"accept_safety must lie in (0, 1], got {self.accept_safety}")
 
     @property
     def uses_grid(self) -> bool:
@@ -138,7 +139,7 @@ def dpm_adaptive(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseS
     """Adaptive DPM-Solver-12/23 from ``grid.t[0]`` to ``grid.t[-1]`` (its ends only)."""
     sde = model.sde
     if not (grid.sigma[0] > 0 and grid.sigma[-1] > 0):
-        raise ValueError("the adaptive DPM-Solver works in λ = log(alpha/sigma) and needs sigma > 0 at "
+        raise InputError("the adaptive DPM-Solver works in λ = log(alpha/sigma) and needs sigma > 0 at "
                          f"both ends; got t = {float(grid.t[0]):.4g} → {float(grid.t[-1]):.4g} "
                          "(use t_end > 0, with denoise=True for a final Tweedie step)")
     lam = 0.5 * grid.log_snr

@@ -45,6 +45,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
@@ -67,9 +68,9 @@ class DPMSolverSDEOptions(SamplerOptions):
 
     def validate(self) -> None:
         if not 0.0 <= self.eta < math.inf:
-            raise ValueError(f"eta must be a finite number >= 0, got {self.eta}")
+            raise InputError(f"eta must be a finite number >= 0, got {self.eta}")
         if not 0.0 <= self.s_noise < math.inf:
-            raise ValueError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
+            raise InputError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
 
     @property
     def stochastic(self) -> bool:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
@@ -45,11 +46,11 @@ class EDMOptions(SamplerOptions):
 
     def validate(self) -> None:
         if not self.s_churn >= 0:
-            raise ValueError(f"s_churn must be >= 0, got {self.s_churn}")
+            raise InputError(f"s_churn must be >= 0, got {self.s_churn}")
         if not 0 <= self.s_tmin <= self.s_tmax:
-            raise ValueError(f"need 0 <= s_tmin <= s_tmax, got s_tmin={self.s_tmin}, s_tmax={self.s_tmax}")
+            raise InputError(f"need 0 <= s_tmin <= s_tmax, got s_tmin={self.s_tmin}, s_tmax={self.s_tmax}")
         if not self.s_noise >= 0 or math.isinf(self.s_noise):
-            raise ValueError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
+            raise InputError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
 
     @property
     def stochastic(self) -> bool:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
@@ -36,9 +37,9 @@ class EulerAncestralOptions(SamplerOptions):
 
     def validate(self) -> None:
         if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1], got {self.eta}")
+            raise InputError(f"eta must lie in [0, 1], got {self.eta}")
         if not 0.0 <= self.s_noise < float("inf"):
-            raise ValueError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
+            raise InputError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
 
     @property
     def stochastic(self) -> bool:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import Prediction
 from scoresde.samplers.base import DeterministicOptions
@@ -165,11 +166,11 @@ class DPMOptions(DeterministicOptions):
     def validate(self) -> None:
         """``threshold_ratio`` ∈ (0, 1], ``threshold_max`` ≥ 1, ``thresholding`` with the data form."""
         if not 0.0 < self.threshold_ratio <= 1.0:
-            raise ValueError(f"threshold_ratio must lie in (0, 1], got {self.threshold_ratio}")
+            raise InputError(f"threshold_ratio must lie in (0, 1], got {self.threshold_ratio}")
         if not 1.0 <= self.threshold_max < float("inf"):
-            raise ValueError(f"threshold_max must be a finite number >= 1, got {self.threshold_max}")
+            raise InputError(f"threshold_max must be a finite number >= 1, got {self.threshold_max}")
         if self.thresholding and self.prediction != "data":
-            raise ValueError("thresholding clips the data prediction x0 and needs prediction='data', "
+            raise InputError("thresholding clips the data prediction x0 and needs prediction='data', "
                              f"got prediction={self.prediction!r}")
 
 

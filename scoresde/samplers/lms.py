@@ -50,6 +50,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
@@ -79,7 +80,7 @@ class LMSOptions(DeterministicOptions):
     def validate(self) -> None:
         top = MAX_ORDER[self.method]
         if not 1 <= self.order <= top:
-            raise ValueError(f"order must be an integer in 1..{top} for method={self.method!r}, "
+            raise InputError(f"order must be an integer in 1..{top} for method={self.method!r}, "
                              f"got {self.order}")
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel, Prediction
 from scoresde.noise import NoiseSource
@@ -135,13 +136,13 @@ class PCOptions(SamplerOptions):
                 try:
                     registry.get(value)
                 except ValueError as e:
-                    raise ValueError(f"{e}, or {NONE!r}") from None
+                    raise InputError(f"{e}, or {NONE!r}") from None
         if self.n_corrector < 0:
-            raise ValueError(f"n_corrector must be an integer >= 0, got {self.n_corrector!r}")
+            raise InputError(f"n_corrector must be an integer >= 0, got {self.n_corrector!r}")
         if not self.snr > 0:
-            raise ValueError(f"snr must be > 0, got {self.snr}")
+            raise InputError(f"snr must be > 0, got {self.snr}")
         if self.predictor == NONE and (self.corrector == NONE or self.n_corrector == 0):
-            raise ValueError("predictor='none' needs a corrector with n_corrector >= 1")
+            raise InputError("predictor='none' needs a corrector with n_corrector >= 1")
 
 
 def pc(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource, options: PCOptions,
@@ -164,7 +165,7 @@ def pc(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource, opt
         report(callback, i, grid.t[i + 1], x, pred)
     # Once, after the loop (a check per step would read the device at every step):
     if options.corrector == "langevin" and options.n_corrector > 0 and not torch.isfinite(x).all():
-        raise ValueError(
+        raise InputError(
             "pc produced non-finite values: the Langevin step size (snr·‖z‖/‖score‖)² is undefined where the "
             "model's score is zero for the whole batch (an untrained network's may be); use "
             "corrector='annealed_langevin' — or the model's outputs are not finite"

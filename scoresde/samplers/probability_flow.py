@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from scoresde import flow, ode
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import CountingModel
 from scoresde.noise import NoiseSource
@@ -32,7 +33,7 @@ class ODEOptions(DeterministicOptions):
     def validate(self) -> None:
         ode.check_method(self.method)
         if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError(f"rtol and atol must be > 0, got rtol={self.rtol}, atol={self.atol}")
+            raise InputError(f"rtol and atol must be > 0, got rtol={self.rtol}, atol={self.atol}")
 
     @property
     def uses_grid(self) -> bool:

@@ -51,6 +51,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from scoresde.errors import InputError
 from scoresde.grids import GridTable
 from scoresde.model import Prediction
 from scoresde.sde import SDE, batch_coeff
@@ -118,14 +119,14 @@ def resolve_variance(variance: str, pred: Prediction, fallback: str) -> str:
     """``"auto"`` → ``"learned"`` when the model has a learned variance, else ``fallback``; a
     ``"learned"`` or ``"analytic"`` request on a prediction that lacks its field is an error."""
     if variance not in VARIANCES:
-        raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+        raise InputError(f"variance must be one of {VARIANCES}, got {variance!r}")
     if variance == "auto":
         return "learned" if pred.var_interp is not None else fallback
     if variance == "learned" and pred.var_interp is None:
-        raise ValueError("variance='learned' needs a model with a learned variance (Prediction.var_interp), "
+        raise InputError("variance='learned' needs a model with a learned variance (Prediction.var_interp), "
                          "e.g. ScoreModel(..., learned_variance=True); this model's predictions have none")
     if variance == "analytic" and pred.x0_var is None:
-        raise ValueError("variance='analytic' needs the x0 posterior variance (Prediction.x0_var): wrap the "
+        raise InputError("variance='analytic' needs the x0 posterior variance (Prediction.x0_var): wrap the "
                          "model as scoresde.variance.AnalyticVariance(model, estimate_eps_moment(...))")
     return variance
 
@@ -152,14 +153,14 @@ def step_noise_std(step: Step, eta: float, variance: str, pred: Prediction) -> T
         return eta * step.posterior_std
     if variance == "beta":
         if eta != 1:
-            raise ValueError(f"variance='beta' keeps the posterior mean (eta = 1), got eta = {eta}")
+            raise InputError(f"variance='beta' keeps the posterior mean (eta = 1), got eta = {eta}")
         return step.forward_std
     if variance == "learned":
         log_post, log_fwd = 2.0 * torch.log(step.posterior_std), 2.0 * torch.log(step.forward_std)
         return eta * torch.exp(0.5 * learned_log_variance(pred.var_interp, log_post, log_fwd))
     if variance == "analytic":
         return torch.sqrt(analytic_variance((eta * step.posterior_std) ** 2, step.x0_coef(eta), pred.x0_var))
-    raise ValueError(f"variance must be one of {VARIANCES[1:]} here (resolve 'auto' first), got {variance!r}")
+    raise InputError(f"variance must be one of {VARIANCES[1:]} here (resolve 'auto' first), got {variance!r}")
 
 
 def reverse_step(pred: Prediction, grid: GridTable, i: int, z: Tensor | None, *, eta: float = 1.0,
