@@ -136,10 +136,10 @@ def load_trained(config: ConfigDict | None, source: str | Path,
         config = config_from_checkpoint(path)
     state = checkpoint.load_checkpoint(path, config=identity(config))
     model = build_model(config)
-    model.net.load_state_dict(state["net"])
-    if use_ema and "ema" in state:  # an exported model holds the EMA weights as "net" already
-        ema = EMA(model.net, decay=config.training.ema_decay)
-        ema.load_state_dict(state["ema"])
+    # An exported model holds the EMA weights as "net" already (and no "ema").
+    ema = EMA(model.net, decay=config.training.ema_decay) if use_ema and "ema" in state else None
+    checkpoint.load_weights(state, path, model.net, ema)
+    if ema is not None:
         ema.copy_to(model.net)
     model.net.eval()
     for p in model.net.parameters():

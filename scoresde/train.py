@@ -220,15 +220,18 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
     step = 0
 
     # Every rank resumes from the checkpoint rank 0 finds.
+    if world.is_main:
+        for stale in checkpoint.remove_stale_temp_files(workdir):
+            log(f"removed {stale}, the temporary file of an interrupted checkpoint write")
     latest = world.broadcast_object(checkpoint.latest_checkpoint(workdir) if world.is_main else None)
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, config=identity(config))
         if "optimizer" not in state:
             raise InputError(f"{latest} is an exported model (weights only) and cannot be resumed; "
                              "train in a fresh workdir")
-        model.net.load_state_dict(state["net"])
+        checkpoint.require_entries(state, ("step", "generator", "torch_rng"), f"checkpoint {latest}")
+        checkpoint.load_weights(state, latest, model.net, ema)
         opt.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
         step = int(state["step"])
         generator.set_state(state["generator"])
         _restore_rng(state, world, log)
