@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from scoresde.errors import InputError
 from scoresde.losses import draw_x_t, uniform_index
 from scoresde.model import TIME_INPUTS, check_times
+from scoresde.nn.embedding import check_range
 from scoresde.sde import SDE
 
 TIMES = ("continuous", "index")
@@ -71,10 +72,7 @@ def check_labels(labels: Tensor, batch: int, num_classes: int) -> Tensor:
     if labels.shape != (batch,) or labels.is_floating_point() or labels.dtype == torch.bool:
         raise InputError(f"labels must be ({batch},) integers (one class index per sample), got "
                          f"{labels.dtype} of shape {tuple(labels.shape)}")
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise InputError(f"labels must be class indices in 0..{num_classes - 1}, got "
-                         f"{sorted(set(labels[bad].tolist()))}")
+    check_range(labels, 0, num_classes, f"labels must be class indices in 0..{num_classes - 1}")
     return labels.long()
 
 

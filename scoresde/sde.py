@@ -31,17 +31,35 @@ ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def as_time(t: float | Tensor, like: Tensor | None = None) -> Tensor:
-    """``t`` as a float64 tensor (on ``like``'s device when given), checked to be finite."""
-    device = like.device if like is not None else None
-    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    """``t`` as a float64 tensor, checked to be finite.
+
+    Numbers and host tensors — what every sampler passes, from its grid's host table — are checked
+    on the host. A 0-d host time stays on the host (it broadcasts against ``like`` on any device);
+    a per-sample host time is moved to ``like``'s device without a blocking copy. A time already on
+    an accelerator is not read back: the check would make the host wait for the device, once per
+    network call inside the step loops (such times come from the library's own adaptive loops and
+    the training losses, which draw them in range).
+    """
+    if isinstance(t, Tensor) and t.device.type != "cpu":
+        return t.to(torch.float64)
+    t = torch.as_tensor(t, dtype=torch.float64)
     if not torch.isfinite(t).all():
         raise InputError(f"times must be finite, got {t}")
+    if like is not None and t.ndim > 0 and like.device != t.device:
+        t = t.to(like.device, non_blocking=True)
     return t
 
 
 def batch_coeff(c: Tensor, x: Tensor) -> Tensor:
-    """Broadcast a per-sample (or scalar) float64 coefficient against ``x`` in ``x``'s dtype."""
-    c = c.to(device=x.device, dtype=x.dtype)
+    """Broadcast a per-sample (or scalar) float64 coefficient against ``x`` in ``x``'s dtype.
+
+    A 0-d host coefficient stays on the host (a scalar operand on any device); anything else is
+    moved to ``x``'s device without a blocking copy.
+    """
+    c = c.to(dtype=x.dtype)
+    if c.ndim == 0 and c.device.type == "cpu":
+        return c
+    c = c.to(x.device, non_blocking=True)
     if c.ndim == 0:
         return c
     return c.reshape(c.shape + (1,) * (x.ndim - c.ndim))

@@ -177,5 +177,5 @@ class AnalyticVariance:
 
     def predict(self, x: Tensor, t: float | Tensor, cond: Cond = None) -> Prediction:
         pred = self.model.predict(x, t, cond)
-        v0 = self.table.x0_var(self.sde, check_times(t, x, self.sde)).to(x.device)
+        v0 = self.table.x0_var(self.sde, check_times(t, x, self.sde)).to(x.device, non_blocking=True)
         return replace(pred, x0_var=v0.reshape(v0.shape + (1,) * (x.ndim - 1)))

@@ -12,14 +12,16 @@ fixed-step sampler variant, and fail at the first such read inside the loop:
   a device run. This checks what the samplers do with their state.
 * the ``meta`` device standing in for an accelerator: the state, the network's weights and the
   noise live there and hold no values, and a dispatch mode refuses any host read of device data,
-  whatever it derives from. This also catches a time moved to the device and checked there — what
-  ``check_times`` did before (``(t < 0).any()`` on ``x``'s device, once per network call).
+  whatever it derives from, and any blocking copy of a host tensor to the device (an upload with
+  ``non_blocking=False`` waits for the device's queue too). This also catches a time moved to the
+  device and checked there — what ``check_times`` did before (``(t < 0).any()`` on ``x``'s device,
+  once per network call) — and per-step coefficients uploaded with a plain ``.to(device)``.
 
 A read after the loop — after the last step's report — is the final non-finite check and allowed.
 Adaptive solvers are excluded by name with the reason (:data:`ADAPTIVE`): choosing the next step
 size from the device's error estimate is a host decision per attempted step. Negative checks: a
 sampler patched to call ``x.max().item()`` (and each other kind of read) fails both harnesses; the
-old device-side ``check_times`` fails the device harness.
+old device-side ``check_times`` and a blocking per-step upload fail the device harness.
 """
 
 from __future__ import annotations
@@ -172,17 +174,19 @@ class DeviceReads(TorchDispatchMode):
             return out
         read = None
         if func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta:
-            read = "a scalar read (.item(), bool(), float(), if …)"
+            read = "a scalar read (.item(), bool(), float(), if …) of device data"
         elif func is torch.ops.aten._to_copy.default and args[0].is_meta and _to_host(kwargs):
-            read = "a copy to the host (.cpu(), .to('cpu'), .tolist())"
+            read = "a copy to the host (.cpu(), .to('cpu'), .tolist()) of device data"
         elif func is torch.ops.aten.copy_.default and args[1].is_meta and not args[0].is_meta:
-            read = "a copy into a host tensor"
+            read = "a copy of device data into a host tensor"
+        elif _blocking_upload(func, args, kwargs):
+            read = "a blocking copy of a host tensor to the device (.to(device) without non_blocking=True)"
         elif func in _DATA_DEPENDENT and args[0].is_meta:
-            read = f"{func} (an output shape that depends on device values)"
+            read = f"{func} of device data (an output shape that depends on device values)"
         if read is None:
             return func(*args, **kwargs)
         if self.strict and in_loop():
-            raise HostSync(f"{read} of device data inside the step loop")
+            raise HostSync(f"{read} inside the step loop")
         self.reads += 1
         if func is torch.ops.aten._local_scalar_dense.default:
             if args[0].dtype != torch.bool:
@@ -193,13 +197,31 @@ class DeviceReads(TorchDispatchMode):
             return first
         if func is torch.ops.aten._to_copy.default:
             return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
-        raise HostSync(f"{read} of device data")
+        raise HostSync(read)
 
 
 aten = torch.ops.aten
 _WATCHED = {aten.any, aten.all, aten._local_scalar_dense, aten._to_copy, aten.copy_, aten.nonzero,
             aten.masked_select}
 _DATA_DEPENDENT = {aten.nonzero.default, aten.masked_select.default}
+
+
+def _blocking_upload(func, args: tuple, kwargs: dict[str, Any]) -> bool:
+    """Whether ``func`` copies a host tensor of more than one element to the device and waits.
+
+    A copy from pageable host memory with ``non_blocking=False`` returns only when the device has
+    finished its queue (the copy is ordered on the stream); a 0-d host tensor needs no copy at all
+    (it is a scalar operand on any device), which is how the samplers pass step coefficients."""
+    if func is torch.ops.aten._to_copy.default:
+        src, blocking = args[0], not kwargs.get("non_blocking", False)
+        device = kwargs.get("device")
+        to_device = device is not None and torch.device(device).type == "meta"
+    elif func is torch.ops.aten.copy_.default:
+        src, blocking = args[1], not (args[2] if len(args) > 2 else kwargs.get("non_blocking", False))
+        to_device = args[0].is_meta
+    else:
+        return False
+    return to_device and blocking and not src.is_meta
 
 
 def _to_host(kwargs: dict[str, Any]) -> bool:
@@ -288,18 +310,6 @@ def run_on_device(model: Any, cond: Tensor | None, sampler: str, options: dict[s
     return out, reads
 
 
-# pc's reverse_diffusion and euler_maruyama predictors call the SDE's own discretisation, and
-# scoresde.sde.as_time checks the step's time there after moving it to the state's device: one
-# read per step. The fix (validate on the host, then move) belongs to sde.py.
-SDE_TIME_CHECK = pytest.mark.xfail(strict=True, raises=HostSync,
-                                   reason="sde.as_time validates t on the state's device")
-
-
-def _device_marks(sampler: str, options: dict[str, Any]) -> list:
-    predictor = sd.samplers.get(sampler).parse(options).predictor if sampler == "pc" else None
-    return [SDE_TIME_CHECK] if predictor in ("reverse_diffusion", "euler_maruyama") else []
-
-
 def _ids(cases: list[tuple]) -> list[str]:
     return [c[0] for c in cases]
 
@@ -359,7 +369,7 @@ def test_encoding_loops_read_nothing_derived_from_the_state(label, sampler, opti
 
 
 DEVICE_CASES = _matrix(["vp", "ve", "ddpm"],
-                       lambda label, sampler, sde_name: sde_name == "vp" and label in MAIN, _device_marks)
+                       lambda label, sampler, sde_name: sde_name == "vp" and label in MAIN)
 
 
 @pytest.mark.parametrize(("label", "sampler", "options", "sde_name"), DEVICE_CASES)
@@ -483,7 +493,16 @@ def _device_side_check_times(t: float | Tensor, x: Tensor, sde: sd.SDE) -> Tenso
 def test_the_old_device_side_time_check_fails_the_device_harness(monkeypatch):
     monkeypatch.setattr(scoresde.model, "check_times", _device_side_check_times)
     model, _ = make_model("vp", device="meta")
-    with pytest.raises(HostSync, match="scalar read"):
+    with pytest.raises(HostSync, match=r"scalar read|blocking copy"):
+        run_on_device(model, None, "ddim", {})
+
+
+def test_a_blocking_upload_added_to_a_step_loop_fails_the_device_harness(monkeypatch):
+    """A per-step ``.to(device)`` of a host table (what ``batch_coeff`` did) waits for the device."""
+    table = torch.linspace(0.0, 1.0, BATCH, dtype=torch.float64)
+    _leaky_ddim(monkeypatch, lambda x: x * table.to(x.device)[:, None])
+    model, _ = make_model("vp", device="meta")
+    with pytest.raises(HostSync, match="blocking copy"):
         run_on_device(model, None, "ddim", {})
 
 

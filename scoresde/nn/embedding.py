@@ -101,11 +101,25 @@ class ClassEmbedding(nn.Module):
             got = f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, Tensor) \
                 else type(labels).__name__
             raise InputError(f"class labels must be a (batch,) integer tensor, got {got}")
-        bad = (labels < NULL_LABEL) | (labels >= self.num_classes)
-        if bad.any():
-            raise InputError(f"class labels must lie in 0..{self.num_classes - 1} (or {NULL_LABEL} for "
-                             f"the null label), got {sorted(set(labels[bad].tolist()))}")
+        check_range(labels, NULL_LABEL, self.num_classes,
+                    f"class labels must lie in 0..{self.num_classes - 1} "
+                    f"(or {NULL_LABEL} for the null label)")
         return self.table(torch.where(labels == NULL_LABEL, self.num_classes, labels))
+
+
+def check_range(labels: Tensor, low: int, high: int, expected: str) -> None:
+    """Refuse labels outside ``low ≤ label < high`` (``expected`` says the rule).
+
+    Host labels are checked on the host with an error that lists the bad values. Labels on an
+    accelerator are checked by an asynchronous device assertion instead: reading the verdict back
+    would make the host wait for the device at every network call of a sampling loop, and an
+    out-of-range index would fail on the device in the embedding lookup anyway.
+    """
+    bad = (labels < low) | (labels >= high)
+    if labels.device.type != "cpu":
+        torch._assert_async(~bad.any(), expected)
+    elif bad.any():
+        raise InputError(f"{expected}, got {sorted(set(labels[bad].tolist()))}")
 
 
 def class_embedding(num_classes: int, dim: int) -> ClassEmbedding | None:
