@@ -20,8 +20,11 @@ host reads). Adaptive solvers decide each step on the host and are the exception
 Options are declared once per sampler, as a frozen dataclass deriving from
 :class:`SamplerOptions`: field names, types and defaults are the documentation, the CLI's
 parser, the validation (a misspelt name is an error listing the valid ones; a value of the
-wrong type is an error naming the type) and, through the ``stochastic`` and ``uses_grid``
-properties, what :func:`scoresde.sample` needs to know about a run.
+wrong type is an :class:`~scoresde.errors.InputTypeError` naming the type; an option that the chosen
+configuration does not use — ``rtol`` with a fixed-step ``ode`` method, ``variance`` with a predictor
+that draws no ancestral step — is an error naming the options it does use, see
+:meth:`SamplerOptions.unused`) and, through the ``stochastic`` and ``uses_grid`` properties, what
+:func:`scoresde.sample` needs to know about a run.
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ Callback = Callable[[dict[str, Any]], None]
 
 
 def _coerce(owner: str, name: str, value: Any, kind: Any) -> Any:
-    """``value`` checked against the declared type ``kind`` (ints are accepted as floats)."""
-    def fail(expected: str) -> ValueError:
-        return ValueError(f"{owner} option {name!r} must be {expected}, got {value!r} "
-                          f"({type(value).__name__})")
+    """``value`` checked against the declared type ``kind`` (ints are accepted as floats; a bool is
+    not a number); a mismatch is an :class:`~scoresde.errors.InputTypeError` naming both."""
+    def fail(expected: str) -> InputTypeError:
+        hint = " (pass a number, not a string)" if isinstance(value, str) and kind in (float, int) else ""
+        return InputTypeError(f"{owner} option {name!r} must be {expected}, got {value!r} "
+                              f"({type(value).__name__}){hint}")
 
     if typing.get_origin(kind) is Literal:
         allowed = typing.get_args(kind)
@@ -90,7 +95,24 @@ class SamplerOptions:
         return cls.__name__
 
     def validate(self) -> None:
-        """Check ranges and combinations; raise ``ValueError`` saying what was expected."""
+        """Check ranges and combinations; raise ``InputError`` saying what was expected."""
+
+    def unused(self) -> dict[str, str]:
+        """The options this configuration ignores, each with why (``{"rtol": "with method='heun' (a
+        fixed-step method; rtol/atol are for the adaptive ones)"}``). Giving one is an error
+        (:meth:`check_used`): a value that has no effect is a mistake the caller wants to hear about."""
+        return {}
+
+    def check_used(self, given: list[str], owner: str) -> None:
+        """Raise :class:`~scoresde.errors.InputError` if any name in ``given`` is :meth:`unused`,
+        naming it, why, and the options this configuration does use."""
+        unused = self.unused()
+        for name in given:
+            if name in unused:
+                used = [f.name for f in fields(self) if f.name not in unused]
+                raise InputError(f"{owner} option {name!r} is not used {unused[name]}; this configuration "
+                                 f"uses: {', '.join(used) or '(no options)'} — drop {name!r} or change the "
+                                 "option it depends on")
 
     @property
     def stochastic(self) -> bool:
@@ -180,7 +202,9 @@ class SamplerSpec:
             self.parse(options)
 
     def parse(self, options: Mapping[str, Any] | SamplerOptions | None = None) -> SamplerOptions:
-        """The typed options for keyword ``options``; unknown names are an error listing the valid ones."""
+        """The typed options for keyword ``options``: an unknown name is an error listing the valid
+        ones, a value of the wrong type an :class:`~scoresde.errors.InputTypeError`, an option the
+        configuration does not use (even at its default value) an error naming those it uses."""
         if isinstance(options, self.options):
             return options
         if isinstance(options, SamplerOptions):
@@ -193,7 +217,9 @@ class SamplerSpec:
             k = unknown[0]
             raise InputError(f"sampler {self.name!r} has no option {k!r}{did_you_mean(k, valid)}; "
                              f"its options are: {self.options.describe()}")
-        return self.options(**options)
+        parsed = self.options(**options)
+        parsed.check_used(list(options), f"sampler {self.name!r}")
+        return parsed
 
     def grid_for(self, sde: SDE) -> str:
         """The default grid's name on ``sde`` (``grid``, or ``grid_geometric`` on a VE SDE)."""

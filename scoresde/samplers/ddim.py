@@ -43,6 +43,12 @@ class DDIMOptions(SamplerOptions):
         if not 0.0 <= self.eta <= 1.0:
             raise InputError(f"eta must lie in [0, 1], got {self.eta}")
 
+    def unused(self) -> dict[str, str]:
+        if self.eta == 0 and self.variance in ("posterior", "learned"):  # "analytic" adds noise at eta = 0
+            return {"variance": f"with eta=0 (a deterministic step: variance={self.variance!r} scales noise "
+                                "by eta; only 'analytic' adds noise at eta=0)"}
+        return {}
+
     @property
     def stochastic(self) -> bool:
         return self.eta > 0 or self.variance == "analytic"

@@ -72,6 +72,14 @@ class DPMSolverSDEOptions(SamplerOptions):
         if not 0.0 <= self.s_noise < math.inf:
             raise InputError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
 
+    def unused(self) -> dict[str, str]:
+        out = {}
+        if self.eta == 0:
+            out["s_noise"] = "with eta=0 (no fresh noise to scale)"
+        if self.order == 1:
+            out["solver_type"] = "with order=1 (it chooses the form of the second-order steps)"
+        return out
+
     @property
     def stochastic(self) -> bool:
         return self.eta > 0 and self.s_noise > 0

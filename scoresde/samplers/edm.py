@@ -52,6 +52,12 @@ class EDMOptions(SamplerOptions):
         if not self.s_noise >= 0 or math.isinf(self.s_noise):
             raise InputError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
 
+    def unused(self) -> dict[str, str]:
+        if self.s_churn == 0:
+            why = "with s_churn=0 (no churn: s_tmin, s_tmax and s_noise shape the churn's noise)"
+            return {"s_tmin": why, "s_tmax": why, "s_noise": why}
+        return {}
+
     @property
     def stochastic(self) -> bool:
         return self.s_churn > 0 and self.s_noise > 0

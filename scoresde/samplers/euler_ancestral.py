@@ -41,6 +41,9 @@ class EulerAncestralOptions(SamplerOptions):
         if not 0.0 <= self.s_noise < float("inf"):
             raise InputError(f"s_noise must be a finite number >= 0, got {self.s_noise}")
 
+    def unused(self) -> dict[str, str]:
+        return {"s_noise": "with eta=0 (no fresh noise to scale)"} if self.eta == 0 else {}
+
     @property
     def stochastic(self) -> bool:
         return self.eta > 0 and self.s_noise > 0

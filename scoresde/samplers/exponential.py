@@ -173,6 +173,12 @@ class DPMOptions(DeterministicOptions):
             raise InputError("thresholding clips the data prediction x0 and needs prediction='data', "
                              f"got prediction={self.prediction!r}")
 
+    def unused(self) -> dict[str, str]:
+        if self.thresholding:
+            return {}
+        why = "with thresholding=False (pass thresholding=True to clip x0)"
+        return {"threshold_ratio": why, "threshold_max": why}
+
 
 def model_output(pred: Prediction, options: Any) -> Tensor:
     """What a DPM sampler integrates: ``x0`` (thresholded if asked) or ``eps``."""

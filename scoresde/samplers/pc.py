@@ -144,6 +144,18 @@ class PCOptions(SamplerOptions):
         if self.predictor == NONE and (self.corrector == NONE or self.n_corrector == 0):
             raise InputError("predictor='none' needs a corrector with n_corrector >= 1")
 
+    def unused(self) -> dict[str, str]:
+        out = {}
+        if self.predictor != "ancestral":
+            out["variance"] = f"with predictor={self.predictor!r} (only the 'ancestral' predictor draws it)"
+        if self.corrector == NONE:
+            why = "with corrector='none' (no Langevin steps run)"
+            out.update(snr=why, n_corrector=why)
+        elif self.n_corrector == 0:
+            why = "with n_corrector=0 (no Langevin steps run)"
+            out.update(snr=why, corrector=why)
+        return out
+
 
 def pc(model: CountingModel, x: Tensor, grid: GridTable, noise: NoiseSource, options: PCOptions,
        callback: Callback | None = None) -> Tensor:

@@ -35,6 +35,13 @@ class ODEOptions(DeterministicOptions):
         if not (self.rtol > 0 and self.atol > 0):
             raise InputError(f"rtol and atol must be > 0, got rtol={self.rtol}, atol={self.atol}")
 
+    def unused(self) -> dict[str, str]:
+        if ode.is_adaptive(self.method):
+            return {}
+        why = (f"with method={self.method!r} (a fixed-step method, stepping through the grid; rtol/atol "
+               f"are for the adaptive methods, e.g. 'dopri5')")
+        return {"rtol": why, "atol": why}
+
     @property
     def uses_grid(self) -> bool:
         return not ode.is_adaptive(self.method)
