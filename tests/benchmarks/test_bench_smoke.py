@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import subprocess
 import sys
@@ -23,6 +24,11 @@ from scoresde.assets import shipped_model
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DIGITS_MODEL = shipped_model("digits_vp")
+
+
+# One thread per benchmark process, as the test workers have (tests/conftest.py): two threads per
+# process on two shared cores make the small networks far slower, not faster.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def kdiffusion_available() -> bool:
@@ -57,7 +63,7 @@ def _png(path: Path) -> None:
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     cmd = [sys.executable, str(REPO / "benchmarks" / "samplers.py"), "--quick", "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (out / "stdout.txt").write_text(proc.stdout)
     return out
@@ -184,7 +190,7 @@ def test_guidance_benchmark_quick() -> None:
     """``benchmarks/guidance.py --quick``: three guidance weights on the shipped conditional model;
     accuracy must rise from the unconditional weight to a guided one (the check can fail)."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "guidance.py"), "--quick"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     acc = {float(w): float(a) for w, a in re.findall(r"w=([+-]\d\.\d): accuracy (\d\.\d+)", proc.stdout)}
     assert set(acc) == {-1.0, 0.0, 2.0}, proc.stdout
@@ -197,7 +203,7 @@ def test_latent_benchmark_quick() -> None:
     within 25 % of the training images' own FD (32 images: both ~8, the small-set bias; a broken
     autoencoder scores far above)."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "latent.py"), "--quick"], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = re.findall(r"(digits_vp|digits_latent) .* NFE +(\d+) seed 0: FD (\d+\.\d+)", proc.stdout)
     assert sorted(m for m, _, _ in runs) == ["digits_latent"] * 3 + ["digits_vp"] * 3, proc.stdout

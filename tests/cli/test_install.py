@@ -3,17 +3,22 @@ from a directory outside the checkout: the installed package must carry everythi
 needs (the shipped model is package data; no path points into the repository).
 
 The environment sees the system's site-packages for torch and the other dependencies (no
-download), installs scoresde itself with ``--no-deps`` (pip fetches the build backend,
-setuptools, into its isolated build environment), and the test checks that the demo ran
-the installed copy, not the checkout.
+download), installs scoresde itself with ``--no-deps`` (pip fetches the build backend, setuptools, into its
+isolated build environment), and the test checks that the demo ran the installed copy, not the
+checkout, and writes both parts' tables (this also stands for the demo's end-to-end test on a trained
+model: the shipped digits model is one).
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import scoresde as sd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,14 +27,15 @@ def test_pip_install_then_demo_from_anywhere(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     python = venv / "bin" / "python"
-    proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps",
-                           "--no-cache-dir", str(REPO)], capture_output=True, text=True, timeout=300)
+    install = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-cache-dir", str(REPO)]
+    proc = subprocess.run(install, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(python), "-c", "import scoresde; print(scoresde.__file__)"], cwd=elsewhere,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    where, *listed = subprocess.run(
+        [str(python), "-c", "import scoresde as sd; print(sd.__file__, *sd.samplers.available())"],
+        cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split()
     assert Path(where).resolve().is_relative_to(venv.resolve()), where  # the installed copy
 
     out = elsewhere / "demo_out"
@@ -41,7 +47,18 @@ def test_pip_install_then_demo_from_anywhere(tmp_path: Path) -> None:
     assert "test NLL" in proc.stdout and "noise floor" in proc.stdout
     for name in ("digits_samples.png", "digits_results.csv", "samples.png", "results.csv"):
         assert (out / name).stat().st_size > 100, name
-    with open(out / "results.csv", newline="") as f:
-        assert {r["sampler"] for r in csv.DictReader(f)} == set(
-            subprocess.run([str(python), "-c", "import scoresde as sd; print(*sd.samplers.available())"],
-                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout.split())
+    # Both parts' tables: every sampler's main variant at the grid's steps, the adaptive ones once
+    # each, plus the one adaptive ODE run (the sampler table comes from the installed copy).
+    main = sd.samplers.variants(main_only=True)
+    gridded = [v.sampler for v in main if sd.samplers.get(v.sampler).parse(v.options).uses_grid]
+    for name in ("results.csv", "digits_results.csv"):
+        with open(out / name, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert {r["sampler"] for r in rows} == set(listed) == set(sd.samplers.available()), name
+        assert sorted(r["sampler"] for r in rows if r["steps"]) == sorted(gridded), name
+        assert all(int(r["steps"]) == 3 for r in rows if r["steps"]), name
+        assert len(rows) == len(main) + 1, name
+        for r in rows:
+            assert int(r["nfe"]) >= 1 and math.isfinite(float(r["wall_s"])), (name, r)
+    m = re.search(r"test NLL ([-+\d.e]+) ± ([-+\d.e]+) bits/dim \(2 test images", proc.stdout)
+    assert m and all(math.isfinite(float(v)) for v in m.groups()), proc.stdout
