@@ -21,10 +21,11 @@ Safety and integrity:
   whose pickle references any other class or function is refused with
   :class:`~scoresde.errors.CheckpointError`.
 - **Damage detected.** torch's files are zip archives with a CRC per entry. A file is *intact* when
-  every entry passes its CRC check (:mod:`zipfile`) and torch's own reader loads it (with
-  ``mmap=True``, so the tensors are located but not copied): that also catches damage to the zip's
-  central directory, which the CRCs do not cover. Anything else raises ``CheckpointError`` naming
-  the file.
+  every entry, read by torch's own zip reader (the bytes ``torch.load`` uses), has the size and CRC
+  the zip's central directory records, and its pickle then loads with ``weights_only`` (with
+  ``mmap=True`` while checking, so the tensors are located but not copied again). That also catches
+  damage to the central directory, which no CRC covers. A file that is not intact raises
+  ``CheckpointError`` naming it and what is wrong. Checking costs one read of the file.
 - **Contents checked.** :func:`load_checkpoint` refuses a ``step`` that is not a non-negative
   integer and any floating tensor holding NaN or inf (a diverged run), naming the tensors;
   :func:`load_weights` checks a network's (and EMA's) tensors name by name and shape by shape
@@ -60,6 +61,7 @@ import re
 import uuid
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -318,17 +320,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 # --- reading ----------------------------------------------------------------------------------
 
 
+def _corrupt(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"checkpoint {path} is truncated or corrupt ({what})")
+
+
+def _miniz(e: BaseException) -> str:
+    """torch's zip-reader error without its boilerplate."""
+    return f"{type(e).__name__}: " + str(e).split(". This is an internal miniz error", 1)[0]
+
+
 def _verify_archive(path: Path) -> None:
-    """Raise ``CheckpointError`` unless ``path`` is a complete zip archive whose entries pass their CRCs."""
+    """Raise ``CheckpointError`` unless every entry of the zip archive ``path``, read by torch's own
+    zip reader (the bytes ``torch.load`` uses), has the size and CRC its directory records.
+
+    zipfile's own CRC test is not enough: torch's reader (miniz) returns an unread buffer for an
+    entry whose directory record carries the DOS "directory" attribute, so a one-bit flip there
+    passed zipfile's test and loaded garbage weights.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+            infos = archive.infolist()
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, RuntimeError, NotImplementedError) as e:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (not a complete torch zip "
-                              f"archive: {e})") from e
-    if bad is not None:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (entry {bad!r} fails its CRC "
-                              "check)")
+        raise _corrupt(path, f"not a complete torch zip archive: {e}") from e
+    try:
+        reader = torch._C.PyTorchFileReader(str(path))
+        records = reader.get_all_records()
+    except (RuntimeError, ValueError) as e:  # ValueError: a record name that is not UTF-8
+        raise _corrupt(path, _miniz(e)) from e
+    listed = {info.filename.split("/", 1)[-1]: info for info in infos}  # torch names drop "archive/"
+    if len(listed) != len(infos) or sorted(records) != sorted(listed):
+        raise _corrupt(path, "its zip directory does not list each entry once")
+    for name in records:
+        info = listed[name]
+        try:
+            data = reader.get_record(name)
+        except (RuntimeError, ValueError) as e:
+            raise _corrupt(path, _miniz(e)) from e
+        if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+            raise _corrupt(path, f"entry {info.filename!r} fails its CRC check")
 
 
 def _read_payload(path: Path, map_location: Any, mmap: bool = False) -> dict[str, Any]:
@@ -351,12 +380,9 @@ def _read_payload(path: Path, map_location: Any, mmap: bool = False) -> dict[str
                                   "file was not written by save_checkpoint — do not load it unless you "
                                   "trust it") from e
         first = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "")
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (its pickle does not "
-                              f"parse{': ' + first if first else ''})") from e
+        raise _corrupt(path, f"its pickle does not parse{': ' + first if first else ''}") from e
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        detail = str(e).split(". This is an internal miniz error", 1)[0]  # drop torch's boilerplate
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt "
-                              f"({type(e).__name__}: {detail})") from e
+        raise _corrupt(path, _miniz(e)) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{path} is not a scoresde checkpoint: expected format {FORMAT!r}, "
@@ -423,7 +449,7 @@ def require_entries(state: Mapping[str, Any], keys: Sequence[str], where: str) -
     """Raise ``CheckpointError`` unless ``state`` (described by ``where``, e.g. ``"checkpoint
     PATH"``) holds every entry of ``keys``; the message names the missing and the present ones."""
     if not isinstance(state, Mapping):
-        raise CheckpointError(f"{where} must be a dict of entries, got {type(state).__name__}")
+        raise CheckpointError(f"{where}: expected a dict of entries, got {type(state).__name__}")
     missing = [k for k in keys if k not in state]
     if missing:
         present = ", ".join(map(repr, state)) or "nothing"
@@ -436,7 +462,7 @@ def check_tensors(given: Any, expected: Mapping[str, torch.Tensor], where: str) 
     """Raise ``CheckpointError`` unless ``given`` maps exactly ``expected``'s names to tensors of
     ``expected``'s shapes; the message lists missing and unknown names and every wrong shape."""
     if not isinstance(given, Mapping):
-        raise CheckpointError(f"{where} must be a dict of tensors, got {type(given).__name__}")
+        raise CheckpointError(f"{where}: expected a dict of tensors, got {type(given).__name__}")
     missing = [k for k in expected if k not in given]
     unknown = [k for k in given if k not in expected]
     wrong = []
@@ -451,8 +477,9 @@ def check_tensors(given: Any, expected: Mapping[str, torch.Tensor], where: str) 
     problems = ([f"missing tensors {missing}"] if missing else []) + \
         ([f"unknown tensors {unknown}"] if unknown else []) + wrong
     if problems:
-        raise CheckpointError(f"{where} does not fit the network the config builds: " + "; ".join(problems)
-                              + " (was it written by another version of the network, or edited?)")
+        raise CheckpointError(f"{where}: the tensors do not fit the network the config builds: "
+                              + "; ".join(problems) + " (was it written by another version of the network, "
+                              "or edited?)")
 
 
 def load_weights(state: Mapping[str, Any], path: str | os.PathLike, net: torch.nn.Module,
@@ -462,10 +489,10 @@ def load_weights(state: Mapping[str, Any], path: str | os.PathLike, net: torch.n
     :func:`require_entries`, :func:`check_tensors`); ``path`` names the checkpoint in errors."""
     where = f"checkpoint {path}"
     require_entries(state, ("net",) if ema is None else ("net", "ema"), where)
-    check_tensors(state["net"], net.state_dict(), f"{where}: its 'net'")
+    check_tensors(state["net"], net.state_dict(), f"{where}, entry 'net'")
     if ema is not None:
-        require_entries(state["ema"], ("decay", "num_updates", "shadow"), f"{where}: its 'ema'")
-        check_tensors(state["ema"]["shadow"], ema.shadow, f"{where}: its EMA weights")
+        require_entries(state["ema"], ("decay", "num_updates", "shadow"), f"{where}, entry 'ema'")
+        check_tensors(state["ema"]["shadow"], ema.shadow, f"{where}, entry 'ema.shadow'")
     net.load_state_dict(state["net"])
     if ema is not None:
         ema.load_state_dict(state["ema"])
@@ -520,7 +547,7 @@ def latest_checkpoint(workdir: str | os.PathLike) -> Path | None:
         skipped.append(reason)
     if skipped:
         raise CheckpointError(f"no intact checkpoint in {Path(workdir) / CHECKPOINT_DIR}: "
-                              + "; ".join(skipped) + "; move the damaged files away to start afresh")
+                              + "; ".join(skipped) + "; move these files away to start afresh")
     return None
 
 
