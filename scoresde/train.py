@@ -55,7 +55,7 @@ from scoresde import checkpoint, distributed
 from scoresde.analytic import NULL_LABEL
 from scoresde.autoencoding import batched, load_autoencoder
 from scoresde.data import CONTINUOUS_RANGE, DataSpec
-from scoresde.errors import InputError
+from scoresde.errors import CheckpointError, InputError
 from scoresde.experiment import build_model, identity, is_latent, latent_model, load_data, load_labelled_data
 from scoresde.latent import LatentDiffusion
 from scoresde.losses import get_loss
@@ -233,7 +233,12 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
         checkpoint.load_weights(state, latest, model.net, ema)
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        generator.set_state(state["generator"])
+        try:
+            generator.set_state(state["generator"])
+        except RuntimeError as e:  # a CUDA generator's state is not a CPU generator's, and back
+            raise CheckpointError(f"{latest}: its data-sampling generator state does not fit a "
+                                  f"{generator.device.type} generator ({e}); resume on the device type "
+                                  "the run was trained on, or train in a fresh workdir") from None
         _restore_rng(state, world, log)
         if autoencoder is not None:
             _check_same_autoencoder(state, autoencoder, latest, config.latent.autoencoder)

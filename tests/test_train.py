@@ -90,6 +90,21 @@ def test_a_checkpoint_from_another_config_is_refused(tmp_path):
         load_trained(other, tmp_path)
 
 
+def test_a_generator_state_of_another_device_type_is_a_clear_error(tmp_path):
+    """A run trained on a GPU keeps a CUDA generator's state (16 bytes); a CPU generator's is 5056
+    bytes. Resuming it on the other device type is refused with the reason, not torch's size error."""
+    config = _config("tiny_gmm2d")
+    config.training.steps = 2
+    train(config, tmp_path, progress=False, log=lambda msg: None)
+    path = checkpoint.latest_checkpoint(tmp_path)
+    state = checkpoint.load_checkpoint(path)
+    state["generator"] = torch.zeros(16, dtype=torch.uint8)  # the size of a CUDA generator's state
+    checkpoint.save_checkpoint(path, state, checkpoint.checkpoint_config(path))
+    config.training.steps = 4
+    with pytest.raises(sd.CheckpointError, match=r"generator state does not fit a cpu generator.*device"):
+        train(config, tmp_path, progress=False, log=lambda msg: None)
+
+
 def test_exported_model_loads_like_a_checkpoint_and_is_not_resumable(tmp_path):
     config = _config("tiny_gmm2d")
     config.training.steps = 5
