@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from scoresde import distributed
 from scoresde.cli.common import config, workdir
 
 
@@ -15,6 +16,8 @@ def main() -> None:
     start = time.perf_counter()
     result = train(cfg, wd)
     wall = time.perf_counter() - start
+    if not distributed.init().is_main:  # under torchrun, rank 0 reports for all
+        return
     if result.losses:
         print(f"trained to step {result.step} in {wall:.1f} s; last logged loss {result.losses[-1][1]:.5f}; "
               f"checkpoints in {wd / 'checkpoints'}")
