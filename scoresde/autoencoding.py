@@ -44,7 +44,8 @@ from ml_collections import ConfigDict
 from torch import Tensor
 
 from scoresde import checkpoint
-from scoresde.errors import InputError
+from scoresde.config import check_values
+from scoresde.errors import InputError, NonFiniteError
 from scoresde.experiment import find_model, load_data
 from scoresde.nn.autoencoder import ConvAutoencoder, autoencoder_from_state, autoencoder_state, kl_divergence
 
@@ -126,6 +127,7 @@ def _state(autoencoder: ConvAutoencoder, opt: torch.optim.Optimizer, step: int,
 def train_autoencoder(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
                       log: Callable[[str], None] = print) -> AutoencoderTrainResult:
     """Train (or resume) the autoencoder of ``config`` in ``workdir``; see the module docstring."""
+    check_values(config, ("data", "training"))
     tc, kl_weight = config.training, config.autoencoder.kl_weight
     if not (isinstance(kl_weight, (int, float)) and kl_weight >= 0):
         raise InputError(f"autoencoder.kl_weight must be a number >= 0, got {kl_weight!r}")
@@ -141,6 +143,11 @@ def train_autoencoder(config: ConfigDict, workdir: str | Path, *, progress: bool
     latest = checkpoint.latest_checkpoint(workdir)
     if latest is not None:
         state = checkpoint.load_checkpoint(latest, config=identity(config))
+        where = f"checkpoint {latest}"
+        checkpoint.require_entries(state, ("autoencoder", "optimizer", "step", "generator"), where)
+        checkpoint.require_entries(state["autoencoder"], ("net",), f"{where}, entry 'autoencoder'")
+        checkpoint.check_tensors(state["autoencoder"]["net"], autoencoder.state_dict(),
+                                 f"{where}, the autoencoder's entry 'net'")
         autoencoder.load_state_dict(state["autoencoder"]["net"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
@@ -159,7 +166,8 @@ def train_autoencoder(config: ConfigDict, workdir: str | Path, *, progress: bool
         idx = torch.randint(len(data), (tc.batch_size,), generator=generator)
         loss, sq_err, kl = autoencoder_loss(autoencoder, data[idx], generator, kl_weight)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower training.lr?")
+            raise NonFiniteError(f"non-finite loss {loss.item()} at step {step}: the training diverged; "
+                                 f"lower training.lr (now {tc.lr:g}) or set training.grad_clip")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:

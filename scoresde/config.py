@@ -11,7 +11,11 @@ The runtime options of :data:`RUNTIME_KEYS` (``model.autocast``, ``model.compile
 ``model.channels_last``) are left out of the identity whatever they hold.
 """
 
+import math
+
 from ml_collections import ConfigDict
+
+from scoresde.errors import InputError
 
 # (group, key) of identity keys added after checkpoints were shipped; see the module docstring.
 ADDED_IDENTITY_KEYS = (("model", "num_classes"), ("model", "learned_variance"))
@@ -99,3 +103,76 @@ def default_config() -> ConfigDict:
     evaluation.rtol = 1e-4
     evaluation.atol = 1e-4
     return config
+
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_range(value: object) -> bool:
+    return (isinstance(value, tuple | list) and len(value) == 2 and all(_is_real(v) for v in value)
+            and value[0] < value[1])
+
+
+# group -> (key, test, what is expected): the values check_values enforces. Keys a config does not
+# have are skipped (they take their defaults where they are read).
+RANGES = {
+    "data": (
+        ("n", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: the whole data set)"),
+        ("seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("data_range", _is_range, "a tuple of 2 finite numbers (lo, hi) with lo < hi, e.g. -1,1"),
+    ),
+    "training": (
+        ("steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (the step to train to)"),
+        ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("lr", lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+        ("warmup", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no warm-up)"),
+        ("grad_clip", lambda v: _is_real(v) and v >= 0, "a finite number >= 0 (0: no clipping)"),
+        ("ema_decay", lambda v: _is_real(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        ("eps", lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1) (the smallest training time)"),
+        ("label_dropout", lambda v: _is_real(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+        ("vlb_weight", lambda v: _is_real(v) and v >= 0, "a finite number >= 0"),
+        ("seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+        ("log_every", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (log every N steps)"),
+        ("ckpt_every", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (a checkpoint every N steps)"),
+        ("keep_checkpoints", lambda v: _is_int(v) and v >= 1, "an integer >= 1 (checkpoints kept)"),
+    ),
+    "sampling": (
+        ("steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("n", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("seed", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ),
+    "inpaint": (
+        ("steps", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("n", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("jump_length", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("n_resample", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ),
+    "eval": (
+        ("n_test", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: the whole test split)"),
+        ("batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        ("rtol", lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+        ("atol", lambda v: _is_real(v) and v > 0, "a finite number > 0"),
+    ),
+}
+
+
+def check_values(config: ConfigDict, groups: tuple[str, ...] = tuple(RANGES)) -> None:
+    """Check the values of ``groups`` of ``config`` against :data:`RANGES` (types and ranges that
+    the code reading them relies on: a ``ckpt_every`` of 0, a ``batch_size`` of 0, a scalar
+    ``data_range``).
+
+    Raises:
+        InputError: naming the first key out of range, its value and what it must be.
+    """
+    for group in groups:
+        values = config.get(group) or {}
+        for key, ok, expected in RANGES[group]:
+            if key in values and not ok(values[key]):
+                raise InputError(f"config {group}.{key} must be {expected}, got {values[key]!r}; set it with "
+                                 f"--config.{group}.{key}=VALUE (or in the config file)")

@@ -35,7 +35,8 @@ name                    data; labels
                         ``N`` values ``>= 0``, if the file has one.
 ``folder``              ``path`` = a folder of PNG/JPEG images of one size (or one with
                         ``train``/``test`` subfolders of them); greyscale if every image is.
-                        No labels.
+                        Read as 8-bit pixels (16-bit PNGs rescaled); images over PIL's
+                        decompression-bomb limit are refused. No labels.
 ======================  =====================================================================
 
 Generated sets (``gmm2d``, ``moons``, ``swiss_roll``, ``checkerboard``) are continuous and
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,7 +70,7 @@ import torch
 from torch import Tensor
 
 from scoresde.analytic import GaussianMixture
-from scoresde.errors import InputError
+from scoresde.errors import DependencyError, InputError
 
 __all__ = [
     "DATASETS",
@@ -282,7 +284,7 @@ def _digits(split: str, n: int | None, data_range: tuple[float, float]) -> Loade
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
-        raise ImportError("the 'digits' data set needs scikit-learn: pip install scoresde[digits]") from e
+        raise DependencyError("the 'digits' data set needs scikit-learn: pip install scoresde[digits]") from e
     bunch = load_digits()
     images = bunch.images  # (1797, 8, 8) float64 in {0, ..., 16}, shipped with sklearn
     pixels = images.astype(np.uint8)[:, None]
@@ -459,6 +461,24 @@ def _npz(path: str | None, split: str, n: int | None, data_range: tuple[float, f
     raise InputError(f"{where}: expected an integer (8-bit image) or float array, got dtype {a.dtype}")
 
 
+# PIL's modes of greyscale images: 1-bit, 8-bit, and 16-bit PNGs (opened as "I;16..." or "I").
+GREY_MODES = ("1", "L", "I;16", "I;16B", "I;16L", "I")
+
+
+def _eight_bit(im: Any, file: Path, grey: bool) -> np.ndarray:
+    """An opened PIL image as 8-bit pixels, ``(H, W)`` if ``grey`` else ``(H, W, 3)``: a 16-bit
+    greyscale PNG is rescaled by 255/65535 (rounded, so an 8-bit image stored in 16 bits comes back
+    exactly); 16-bit colour PNGs PIL already reads as 8-bit RGB."""
+    if not im.mode.startswith("I"):
+        return np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8)
+    a = np.asarray(im).astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() > 65535):
+        raise InputError(f"image {file} has {im.mode} pixels in [{a.min()}, {a.max()}]; expected 8- or "
+                         "16-bit images (pixels in [0, 65535])")
+    a = np.rint(a * (255 / 65535)).astype(np.uint8)
+    return a if grey else np.repeat(a[..., None], 3, axis=-1)
+
+
 def _folder(path: str | None, split: str, n: int | None, data_range: tuple[float, float],
             want_labels: bool) -> Loaded:
     from PIL import Image
@@ -481,19 +501,24 @@ def _folder(path: str | None, split: str, n: int | None, data_range: tuple[float
     images = []
     for file in files:
         try:
-            with Image.open(file) as im:
-                im.load()
-                images.append(im.copy())
+            with warnings.catch_warnings():  # PIL's warning band (1-2x its pixel limit) refused too
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(file) as im:
+                    im.load()
+                    images.append(im.copy())
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise InputError(f"image {file} is too large for an image data set ({e}); resize it, or remove "
+                             "it from the folder") from None
         except OSError as e:
             raise InputError(f"cannot read image {file}: {e}") from e
-    grey = all(im.mode in ("1", "L") for im in images)
+    grey = all(im.mode in GREY_MODES for im in images)
     size = images[0].size
     arrays = []
     for file, im in zip(files, images):
         if im.size != size:
             raise InputError(f"images in {folder} must all have one size: {files[0].name} is "
                              f"{size[0]}×{size[1]} (W×H) but {file.name} is {im.size[0]}×{im.size[1]}")
-        arrays.append(np.asarray(im.convert("L" if grey else "RGB"), dtype=np.uint8))
+        arrays.append(_eight_bit(im, file, grey))
     pixels = np.stack(arrays)
     pixels = pixels[:, None] if grey else pixels.transpose(0, 3, 1, 2)
     return _scaled("folder", pixels, 256, data_range)  # no labels

@@ -9,8 +9,10 @@ and keeps its traceback.
 
 :class:`CheckpointError` is the input error of a checkpoint file that cannot be used (damaged,
 forged, or valid but wrong inside: missing entries, shapes that do not fit the network, non-finite
-weights). :class:`InputWarning` is for input that works but probably not as meant (a schedule that
-does not reach its prior, an absurd step count).
+weights). :class:`NonFiniteError` (also a ``FloatingPointError``) is a computation on the given
+input that became non-finite, :class:`DependencyError` (also an ``ImportError``) an option that needs
+an optional dependency which is not installed. :class:`InputWarning` is for input that works but
+probably not as meant (a schedule that does not reach its prior, an absurd step count).
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ class InputTypeError(InputError, TypeError):
 
 class CheckpointError(InputError):
     """A checkpoint file that cannot be used: damaged, forged, or wrong inside."""
+
+
+class NonFiniteError(InputError, FloatingPointError):
+    """A computation on the given model, data or settings became non-finite (a training run that
+    diverged, a network that returns NaN); the message says where and what to change."""
+
+
+class DependencyError(InputError, ImportError):
+    """An option or data set that needs an optional dependency which is not installed; the message
+    says what to install."""
 
 
 class InputWarning(UserWarning):

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from scoresde.analytic import NULL_LABEL
-from scoresde.errors import InputError, InputTypeError
+from scoresde.errors import DependencyError, InputError, InputTypeError
 from scoresde.grids import from_indices
 from scoresde.model import ScoreModel
 from scoresde.schedules import DiscreteSchedule
@@ -71,8 +71,8 @@ def _import_diffusers() -> Any:
     try:
         import diffusers
     except ImportError as err:  # pragma: no cover - the optional extra is missing
-        raise ImportError("diffusers interop needs the optional dependency diffusers "
-                          "(pip install 'scoresde[diffusers]' or pip install diffusers)") from err
+        raise DependencyError("diffusers interop needs the optional dependency diffusers "
+                              "(pip install 'scoresde[diffusers]' or pip install diffusers)") from err
     return diffusers
 
 

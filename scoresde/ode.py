@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scoresde.errors import InputError
+from scoresde.errors import DependencyError, InputError
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
 
@@ -156,8 +156,8 @@ def _solve_torchode(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, metho
     try:
         import torchode
     except ImportError as err:
-        raise ImportError(f"ODE method {method!r} needs torchode, an optional dependency: "
-                          "pip install torchode") from err
+        raise DependencyError(f"ODE method {method!r} needs torchode, an optional dependency: "
+                              "pip install torchode") from err
 
     shape, batch = y0.shape, y0.shape[0]
     calls = 0

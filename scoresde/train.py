@@ -54,8 +54,9 @@ from torch import Tensor
 from scoresde import checkpoint, distributed
 from scoresde.analytic import NULL_LABEL
 from scoresde.autoencoding import batched, load_autoencoder
+from scoresde.config import check_values
 from scoresde.data import CONTINUOUS_RANGE, DataSpec
-from scoresde.errors import CheckpointError, InputError
+from scoresde.errors import CheckpointError, InputError, NonFiniteError
 from scoresde.experiment import build_model, identity, is_latent, latent_model, load_data, load_labelled_data
 from scoresde.latent import LatentDiffusion
 from scoresde.losses import get_loss
@@ -195,6 +196,7 @@ def _learning_rate(config: ConfigDict, step: int) -> float:
 def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     """Train (or resume) the experiment ``config`` in ``workdir``; see the module docstring."""
+    check_values(config, ("data", "training"))  # before any work: e.g. ckpt_every=0 or batch_size=0
     tc = config.training
     workdir = Path(workdir)
     world = distributed.init()
@@ -258,7 +260,8 @@ def train(config: ConfigDict, workdir: str | Path, *, progress: bool = True,
         cond = None if labels is None else drop_labels(labels[idx], tc.label_dropout, generator)
         loss = loss_fn(step_model, data[idx], generator, cond=cond, **loss_options)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower training.lr?")
+            raise NonFiniteError(f"non-finite loss {loss.item()} at step {step}: the training diverged; "
+                                 f"lower training.lr (now {tc.lr:g}) or set training.grad_clip")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:

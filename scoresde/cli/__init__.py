@@ -40,6 +40,16 @@ Modes (one module each in this package; shared plumbing in ``common``):
                sampler on an exact 2-D Gaussian-mixture oracle (NFE, time, MMD²); outputs in
                --workdir (default demo_out). --problem=gmm|digits runs one part.
 
+Errors: a user error is reported as one line on stderr, ``scoresde MODE: <what was expected, what
+was given, how to fix it>``, without a traceback (``--debug`` prints the traceback too). User errors
+are the library's InputError family (scoresde.errors: bad values, damaged checkpoints, non-finite
+training, missing optional dependencies) and the OS errors of the paths a user names (missing,
+unwritable, a file for a folder, a full disk). Exit status 2: a usage error: the mode, a flag, the
+--config file or one of its values, or an output folder that cannot be written; these are checked
+before the mode does any work. Exit status 1: a user error found while the mode runs (data,
+checkpoints, the library's refusal of a combination of values). Any other exception is a bug and
+keeps its traceback (exit status 1).
+
 Examples:
   scoresde train --config=configs/digits_vp.py --workdir=models/digits_vp
   scoresde train --config=configs/gmm2d_vp.py --workdir=runs/gmm --config.training.steps=500
@@ -62,10 +72,11 @@ Examples:
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
-from absl import app, logging
+from absl import app
 
 from scoresde.cli import (
     bench,
@@ -80,7 +91,17 @@ from scoresde.cli import (
     train,
     train_autoencoder,
 )
-from scoresde.cli.common import FLAGS, fail, parse_flags
+from scoresde.cli.common import (
+    FLAGS,
+    RUNTIME,
+    USAGE,
+    FlagError,
+    fail,
+    is_user_error,
+    parse_flags,
+    preflight,
+    report,
+)
 
 # --- modes and entry point --------------------------------------------------------------------
 
@@ -89,29 +110,44 @@ MODES: dict[str, Callable[[], None]] = {
     for module in (train, train_autoencoder, export, sample, likelihood, bench, reconstruct, inpaint,
                    interpolate, demo)
 }
-# Errors that mean "bad input or missing files": reported as one line, not a traceback
-# (--verbosity=1 logs the traceback too).
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, FloatingPointError)
+
+
+def _one_line_warning(mode: str) -> Callable[..., str]:
+    def format_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+        return f"scoresde {mode}: {category.__name__}: {message}\n"
+
+    return format_warning
 
 
 def main(argv: Sequence[str]) -> None:
-    """absl main: ``argv[1]`` is the mode; everything else arrived as flags."""
+    """absl main: ``argv[1]`` is the mode; everything else arrived as flags. Runs :func:`preflight`
+    then the mode; a user error (:func:`common.is_user_error`) is one line on stderr and exit status
+    2 (usage: found before the mode started, or a flag/config error) or 1 (found while running);
+    any other exception propagates with its traceback. Warnings print as one line each too."""
     modes = ", ".join(MODES)
     if len(argv) < 2:
-        raise app.UsageError(f"missing mode: run `scoresde MODE [flags]` with MODE one of: {modes}")
-    if len(argv) > 2:
-        raise app.UsageError(f"unexpected arguments {list(argv[2:])}; flags are written --name=value")
+        fail(f"missing mode: run `scoresde MODE [flags]` with MODE one of: {modes}")
     mode = argv[1]
     if mode not in MODES:
-        raise app.UsageError(f"unknown mode {mode!r}; available modes: {modes}")
+        fail(f"unknown mode {mode!r}; available modes: {modes} (`scoresde --helpshort` lists the flags)")
+    if len(argv) > 2:
+        fail(f"unexpected arguments {list(argv[2:])}; flags are written --name=value", mode=mode)
+    warnings.formatwarning = _one_line_warning(mode)
     threads = FLAGS.threads or (1 if mode == "demo" else None)
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        preflight(mode)
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        report(e, USAGE, mode, FLAGS.debug)
+    try:
         MODES[mode]()
-    except USER_ERRORS as e:
-        logging.debug("traceback of the error below", exc_info=True)
-        fail(f"{mode}: {e}", code=1)
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        report(e, USAGE if isinstance(e, FlagError | common.ConfigError) else RUNTIME, mode, FLAGS.debug)
 
 
 def run() -> None:

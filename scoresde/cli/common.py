@@ -1,6 +1,6 @@
-"""What the command-line modes share: flags, config loading with checked overrides, model and
-data loading, and the sampler-run table (run, measure, print, write CSV) that ``demo`` and
-``bench`` both use.
+"""What the command-line modes share: flags, config loading with checked overrides, the checks made
+before a mode starts (config values, output folders), one-line error reports, model and data loading,
+and the sampler-run table (run, measure, print, write CSV) that ``demo`` and ``bench`` both use.
 """
 
 from __future__ import annotations
@@ -8,22 +8,25 @@ from __future__ import annotations
 import ast
 import csv
 import difflib
+import errno
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-from absl import app, flags
+from absl import flags
 from ml_collections import ConfigDict, config_flags
 from torch import Tensor
 from tqdm.auto import tqdm
 
 import scoresde as sd
 from scoresde import assets, distributed, experiment
-from scoresde.config import default_config
+from scoresde.config import check_values, default_config
 from scoresde.data import DataSpec, to_pixels
 from scoresde.errors import InputError
 from scoresde.metrics import mmd2
@@ -106,6 +109,10 @@ flags.DEFINE_float(
 flags.DEFINE_list(
     "guidance_interval", None,
     "sample: guide only for times t_lo,t_hi in [0, 1] (Kynkaanniemi et al. 2024), e.g. 0.1,0.7.")
+flags.DEFINE_bool(
+    "debug", False,
+    "On a user error (bad flag, config, path, data or checkpoint) print the traceback above the one-line "
+    "message. Errors that are not user errors (bugs) always show their traceback.")
 
 
 @flags.validator("steps", message="--steps must be a comma-separated list of integers >= 1, e.g. 5,10,20")
@@ -127,7 +134,11 @@ def _check_sampler_options(value: list[str]) -> bool:
 # --- config overrides: a bad key names the nearest ones ---------------------------------------
 
 
-class ConfigKeyError(InputError):
+class ConfigError(InputError):
+    """The --config file cannot be loaded, or one of its values is out of range (a usage error)."""
+
+
+class ConfigKeyError(ConfigError):
     """An override ``--config.KEY=VALUE`` names a key the config does not have."""
 
 
@@ -177,8 +188,36 @@ def override_keys(argv: Sequence[str]) -> list[str]:
     return keys
 
 
-def check_config_overrides(argv: Sequence[str]) -> None:
-    """Check every ``--config.KEY`` in ``argv`` against the keys of the ``--config`` file.
+def load_config_argument(argv: Sequence[str]) -> ConfigDict | None:
+    """The config of ``--config=FILE[:ARGUMENT]`` in ``argv`` (``None`` without one), loaded here
+    first so that a missing file, a syntax error or an exception in ``get_config()`` is one line
+    naming the file (and line) rather than ml_collections' traceback.
+
+    Raises:
+        ConfigError: the file is missing or fails to load.
+    """
+    source = _config_argument(argv)
+    if source is None:
+        return None
+    path, _, argument = source.partition(":")
+    if not Path(path).is_file():
+        what = "is a folder, not a file" if Path(path).is_dir() else "not found"
+        raise ConfigError(f"config file {path} {what} (--config={source}); pass a Python file defining "
+                          "get_config(), e.g. --config=configs/digits_vp.py")
+    try:
+        return experiment.load_config_file(path, argument or None)
+    except SyntaxError as e:
+        code = f": {e.text.strip()!r}" if e.text else ""
+        raise ConfigError(f"config file {e.filename or path}, line {e.lineno}: {e.msg}{code}; fix the "
+                          "file's Python syntax") from e
+    except Exception as e:  # the user's own code in get_config() failed: their error, in one line
+        raise ConfigError(f"config file {path} failed to load: {type(e).__name__}: {e} (--debug shows "
+                          "where)") from e
+
+
+def check_config_overrides(argv: Sequence[str], config: ConfigDict | None = None) -> None:
+    """Check every ``--config.KEY`` in ``argv`` against the keys of the ``--config`` file
+    (``config``: that file already loaded, else it is loaded here).
 
     Raises:
         ConfigKeyError: naming each unknown key and the nearest existing ones.
@@ -190,11 +229,8 @@ def check_config_overrides(argv: Sequence[str]) -> None:
     if source is None:
         raise ConfigKeyError(f"--config.{keys[0]} overrides a key of the config file, but no "
                              "--config=FILE was given")
-    path, _, argument = source.partition(":")
-    try:
-        config = experiment.load_config_file(path, argument or None)
-    except Exception:  # absl's own parse reports a config file that fails to load
-        return
+    path = source.partition(":")[0]
+    config = load_config_argument(argv) if config is None else config
     known = flatten_keys(config)
     problems = []
     for key in keys:
@@ -210,22 +246,74 @@ def check_config_overrides(argv: Sequence[str]) -> None:
         raise ConfigKeyError("\n".join(problems))
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``scoresde: error: MESSAGE`` to stderr and exit with ``code``."""
-    print(f"scoresde: error: {message}", file=sys.stderr)
+# Exit statuses (see the package docstring): a usage error, found before the mode starts or by the
+# command line's own checks of flags and config; a user error found while the mode runs.
+USAGE, RUNTIME = 2, 1
+# OS errors of the paths a user names, reported as one line: missing, unwritable, file-not-folder
+# and folder-not-file paths, and (as OSError with these errno) a full disk or a read-only file system.
+USER_OS_ERRORS = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
+USER_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+OS_HINTS = {
+    errno.ENOENT: "check the path",
+    errno.EACCES: "pass a path you can write to",
+    errno.EPERM: "pass a path you can write to",
+    errno.EROFS: "the file system is read-only: pass a path on a writable one",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "the path is a folder: pass a file",
+    errno.ENOSPC: "the disk is full: free space or pass a path on another disk",
+    errno.EDQUOT: "the disk quota is used up: free space or pass a path on another disk",
+}
+
+
+def is_user_error(e: BaseException) -> bool:
+    """An error of the user's input (reported in one line), not a bug (which keeps its traceback):
+    the library's :class:`~scoresde.errors.InputError` family (which includes :class:`FlagError` and
+    :class:`ConfigError`) and the OS errors of user paths (:data:`USER_OS_ERRORS`, :data:`USER_ERRNOS`)."""
+    return isinstance(e, (InputError, *USER_OS_ERRORS)) or (isinstance(e, OSError) and e.errno in USER_ERRNOS)
+
+
+def error_message(e: BaseException) -> str:
+    """The one-line text of a user error: its message, or for an OS error its reason, the path and a
+    hint (``No space left on device: runs/x/samples.npz (the disk is full: ...)``)."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        hint = OS_HINTS.get(e.errno or 0)
+        return f"{e.strerror}: {e.filename}" + (f" ({hint})" if hint else "")
+    return str(e) or type(e).__name__
+
+
+def fail(message: str, code: int = USAGE, mode: str | None = None) -> NoReturn:
+    """Print ``scoresde MODE: MESSAGE`` (``scoresde: MESSAGE`` without a mode) to stderr as one line
+    (a message of several lines is joined with "; ") and exit with ``code``."""
+    text = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"scoresde {mode}: {text}" if mode else f"scoresde: {text}", file=sys.stderr)
     sys.exit(code)
 
 
+def report(e: BaseException, code: int, mode: str | None, debug: bool) -> NoReturn:
+    """:func:`fail` with the user error ``e``'s message; with ``debug`` its traceback first. Progress
+    bars still open (the error came mid-run) are cleared first, so the message is the line left."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.leave = False
+        bar.close()
+    if debug:
+        traceback.print_exception(e, file=sys.stderr)
+    fail(error_message(e), code, mode)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flags parser for :func:`run`: checks config override keys, then parses as absl does."""
+    """absl flags parser for :func:`run`: loads the --config file and checks its override keys, then
+    parses the flags; every error is one line (exit status 2), with its traceback under --debug."""
+    mode = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else None
+    debug = "--debug" in argv
     try:
-        check_config_overrides(argv)
-    except ConfigKeyError as e:
-        fail(str(e))
-    try:
-        return app.parse_flags_with_usage(argv)
+        check_config_overrides(argv, load_config_argument(argv))
+        return FLAGS(argv)
+    except flags.Error as e:  # absl: an unknown flag, a bad value, a validator's refusal
+        report(FlagError(str(e)), USAGE, mode, debug)
     except (AttributeError, KeyError) as e:  # ml_collections' report of a key missing after all
-        fail(f"bad config override: {e}")
+        report(ConfigError(f"bad config override: {e}"), USAGE, mode, debug)
+    except InputError as e:
+        report(e, USAGE, mode, debug)
 
 
 # --- helpers shared by the modes --------------------------------------------------------------
@@ -250,6 +338,68 @@ def workdir() -> Path:
     if not FLAGS.workdir:
         raise FlagError("--workdir=DIR is required")
     return Path(FLAGS.workdir)
+
+
+def check_output_folder(folder: Path, flag: str) -> None:
+    """Refuse an output folder that cannot be written before any work is done: a path that is a
+    file, or inside a file, or in a folder where no file can be created (read-only, no permission).
+    A folder that does not exist yet is fine if it can be created; nothing is created here.
+
+    Raises:
+        FlagError: naming the flag, the path and why.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise FlagError(f"{flag}={folder} is a file, not a folder; pass a folder (it is created if missing)")
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FlagError(f"{flag}={folder} cannot be created: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        where = "in it" if existing == folder.absolute() else f"in {existing}, where it would be created"
+        raise FlagError(f"{flag}={folder} is not writable: cannot create a file {where} ({e.strerror}); "
+                        "pass a folder you can write to") from e
+
+
+def output_folders(mode: str) -> list[tuple[str, Path]]:
+    """(flag, folder) of every folder mode ``mode`` writes to (none where the flag is missing: the
+    mode reports that itself)."""
+    if mode == "export":
+        if not FLAGS.out:
+            return []
+        out = Path(FLAGS.out)
+        if FLAGS.export_format == "scoresde":
+            if out.is_dir():
+                raise FlagError(f"--out={out} is a folder; pass the file to write, e.g. {out / 'model.pt'}")
+            return [("--out", out.parent)]
+        if out.exists() and not out.is_dir():
+            raise FlagError(f"--out={out} is a file; --export_format=diffusers writes a folder: pass a new "
+                            "folder's path")
+        return [("--out", out.parent)]  # the folder is written beside its place and renamed into it
+    if mode == "demo":
+        return [("--workdir", Path(FLAGS.workdir or "demo_out"))]
+    return [("--workdir", Path(FLAGS.workdir))] if FLAGS.workdir else []
+
+
+def preflight(mode: str) -> None:
+    """The checks made before mode ``mode`` starts, so that a bad value is reported before any
+    training or sampling rather than at the first write: the --config values (types and ranges,
+    :func:`scoresde.config.check_values`), the output folders (:func:`check_output_folder`) and
+    the --timesteps_file.
+
+    Raises:
+        InputError: the first problem found (the caller reports it as a usage error).
+    """
+    if FLAGS.config is not None:
+        check_values(FLAGS.config)
+    for flag, folder in output_folders(mode):
+        check_output_folder(folder, flag)
+    if FLAGS.timesteps_file and not Path(FLAGS.timesteps_file).is_file():
+        raise FlagError(f"--timesteps_file={FLAGS.timesteps_file} is not a file; pass a JSON list or "
+                        "numbers in a text file")
 
 
 def one_steps(default: int | None) -> int | None:
@@ -283,14 +433,33 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
 def sampler_and_options(cfg: ConfigDict | None, default: str) -> tuple[str, dict[str, Any]]:
     """--sampler (or ``default``) and its options: the config's ``sampling.options`` when it
     names that sampler, updated by --sampler_options; checked against the sampler's declared
-    options (a misspelt name is an error listing the valid ones)."""
+    options (a misspelt name is an error listing the valid ones, a value of the wrong type an error
+    naming the type expected). The library's refusals become :class:`FlagError` (usage errors)."""
     name = FLAGS.sampler or default
-    spec = sd.samplers.get(name)  # an unknown name fails here, listing the available ones
+    try:
+        spec = sd.samplers.get(name)  # an unknown name fails here, listing the available ones
+    except InputError as e:
+        raise FlagError(f"--sampler={name}: {e}") from e
     options: dict[str, Any] = {}
     if cfg is not None and name == cfg.sampling.sampler and cfg.sampling.get("options"):
         options.update(dict(cfg.sampling.options))
     options.update(parse_options(FLAGS.sampler_options))
-    spec.parse(options)
+    try:
+        spec.parse(options)
+    except InputError as e:
+        given = f"--sampler_options={','.join(FLAGS.sampler_options)}" if FLAGS.sampler_options else (
+            "config sampling.options")
+        raise FlagError(f"{given}: {e}") from e
+    return name, options
+
+
+def encoder_and_options() -> tuple[str, dict[str, Any]]:
+    """--sampler (default ddim) and its options for encoding (reconstruct, interpolate): refused
+    before any work when the sampler, with these options, is stochastic and so cannot encode."""
+    name, options = sampler_and_options(None, "ddim")
+    if sd.samplers.get(name).parse(options).stochastic:
+        raise FlagError(f"--sampler={name} is stochastic and cannot encode; pass a deterministic one "
+                        "(ddim with eta=0, ode, dpm_solver, unipc, ...)")
     return name, options
 
 
@@ -306,7 +475,11 @@ def timesteps_from_file(path: str | Path) -> Tensor:
     commas); checked by the sampler's entry point (decreasing, in [0, T])."""
     import json
 
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise FlagError(f"--timesteps_file={path} is not a text file; expected a JSON list or "
+                        "numbers") from None
     try:
         values = json.loads(text)
     except json.JSONDecodeError:

@@ -14,9 +14,9 @@ from scoresde import experiment
 from scoresde.cli.common import (
     FLAGS,
     decode,
+    encoder_and_options,
     load_model,
     pixels,
-    sampler_and_options,
     steps_for,
     steps_text,
     test_split,
@@ -34,7 +34,7 @@ def main() -> None:
 
     wd = workdir()
     model, cfg = load_model()
-    name, options = sampler_and_options(None, "ddim")
+    name, options = encoder_and_options()
     steps = steps_for(name, options, cfg.sampling.steps)
     pairs, k = FLAGS.n or 4, FLAGS.n_interp
     x, spec = test_split(cfg, 2 * pairs)

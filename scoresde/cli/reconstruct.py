@@ -14,9 +14,9 @@ from scoresde.cli.common import (
     FLAGS,
     decode,
     describe,
+    encoder_and_options,
     load_model,
     pixels,
-    sampler_and_options,
     steps_for,
     steps_text,
     test_split,
@@ -30,7 +30,7 @@ def main() -> None:
 
     wd = workdir()
     model, cfg = load_model()
-    name, options = sampler_and_options(None, "ddim")
+    name, options = encoder_and_options()
     steps = steps_for(name, options, cfg.sampling.steps)
     x, spec = test_split(cfg, FLAGS.n or 64)
 

@@ -39,6 +39,8 @@ from scoresde.cli.common import (
     to_device,
     workdir,
 )
+from scoresde.errors import InputError
+from scoresde.grids import check_timesteps
 
 # At most this many images go into samples.png (all of them into samples.npz).
 PLOTTED = 256
@@ -55,7 +57,12 @@ def main() -> None:
     if FLAGS.timesteps_file:  # an explicit grid, e.g. an optimised one (sd.optimize_grid)
         if FLAGS.steps is not None:
             raise FlagError("pass either --steps or --timesteps_file, not both")
-        timesteps = timesteps_from_file(FLAGS.timesteps_file)
+        try:  # before any work
+            timesteps = check_timesteps(timesteps_from_file(FLAGS.timesteps_file), loaded.sde)
+        except FlagError:
+            raise
+        except InputError as e:
+            raise FlagError(f"--timesteps_file={FLAGS.timesteps_file}: {e}") from e
         steps, grid_args = len(timesteps) - 1, {"timesteps": timesteps}
     else:
         steps = steps_for(name, options, cfg.sampling.steps)

@@ -33,14 +33,3 @@ def test_sample_reads_the_grid_from_a_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     with np.load(tmp_path / "samples.npz") as z:
         assert int(z["nfe"]) == 2 and z["timesteps"].tolist() == [1.0, 0.5, 0.0]
-
-
-def test_timesteps_file_bad_input(tmp_path: Path) -> None:
-    (tmp_path / "up.json").write_text("[0.0, 0.5, 1.0]")
-    proc = sample("--sampler=ddim", f"--timesteps_file={tmp_path / 'up.json'}", cwd=tmp_path)
-    assert proc.returncode != 0 and "strictly decreasing" in proc.stderr
-    (tmp_path / "words.txt").write_text("one two")
-    proc = sample("--sampler=ddim", f"--timesteps_file={tmp_path / 'words.txt'}", cwd=tmp_path)
-    assert proc.returncode != 0 and "expected a JSON list or numbers" in proc.stderr
-    proc = sample("--sampler=ddim", "--steps=5", f"--timesteps_file={tmp_path / 'up.json'}", cwd=tmp_path)
-    assert proc.returncode != 0 and "either --steps or --timesteps_file" in proc.stderr
