@@ -5,6 +5,7 @@ checkpoint loading as a LatentDiffusion, and the shipped ``digits_latent`` model
 
 import importlib.util
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from scoresde.autoencoding import identity as ae_identity
 from scoresde.experiment import config_from_checkpoint, export_model, identity, load_data, load_trained
 from scoresde.latent import Autoencoder, LatentDiffusion, check_autoencoder
 from scoresde.model import ScoreModel
-from scoresde.nn.autoencoder import ConvAutoencoder, kl_divergence
+from scoresde.nn.autoencoder import ConvAutoencoder, autoencoder_from_state, autoencoder_state, kl_divergence
 from scoresde.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,16 @@ def _states_equal(a: dict, b: dict) -> bool:
 
 
 # --- the network ------------------------------------------------------------------------------
+
+
+def test_an_autoencoder_state_that_does_not_fit_its_config_is_named():
+    ae = ConvAutoencoder(in_channels=1, latent_channels=2, channels=8, channel_mult=(1, 2))
+    state = autoencoder_state(ae)
+    name = next(iter(state["net"]))
+    state["net"][name] = torch.zeros(3, 1)
+    where = r"ckpt\.pt, the autoencoder's entry 'net'"
+    with pytest.raises(sd.CheckpointError, match=rf"{where}.*{re.escape(name)}: expected shape"):
+        autoencoder_from_state(state, where="ckpt.pt")
 
 
 def test_shapes_protocol_and_data_range():

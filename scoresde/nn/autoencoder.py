@@ -153,8 +153,11 @@ def autoencoder_from_state(state: Mapping[str, Any], where: str = "the checkpoin
     missing = sorted({"config", "net", "scale_factor", "shift_factor"} - set(state))
     if missing:
         raise InputError(f"{where} holds no complete autoencoder: missing {missing}")
+    from scoresde.checkpoint import check_tensors  # the workflow layer's check, imported when used
+
     config = dict(state["config"])
     autoencoder = ConvAutoencoder(**config)
+    check_tensors(state["net"], autoencoder.state_dict(), f"{where}, the autoencoder's entry 'net'")
     autoencoder.load_state_dict(state["net"])
     autoencoder.scale_factor = float(state["scale_factor"])
     autoencoder.shift_factor = float(state["shift_factor"])
