@@ -22,13 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scoresde.errors import InputError
+from scoresde.checks import check_tensor
+from scoresde.errors import InputError, NonFiniteError
 from scoresde.grids import GridTable
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
 from scoresde.noise import NoiseSource
 from scoresde.samplers.base import Callback, SamplerSpec
-from scoresde.sampling import SampleResult, resolve_sampler, time_grid
+from scoresde.sampling import FiniteRecord, SampleResult, resolve_sampler, run_steps, time_grid
 
 ENCODE_T_END = 1e-3
 
@@ -69,11 +70,8 @@ def encode(
             f"sampler {spec.name!r} with {opts} is stochastic and cannot encode; "
             "use 'ddim' with eta=0 or 'ode'"
         )
-    if not isinstance(x, Tensor) or x.ndim < 1:
-        raise InputError(f"x must be a (batch, ...) tensor, got {type(x).__name__}")
+    check_tensor(x, "x")
     check_cond(cond, x.shape[0])
-    if not torch.isfinite(x).all():
-        raise InputError("x must be finite; got NaN or inf")
     if timesteps is None and t_end is None:
         t_end = ENCODE_T_END
     ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end).flip(0)
@@ -86,9 +84,19 @@ def encode(
     latent = find_latent_model(model)
     start = x if latent is None else latent.to_latent(x)
     counting = CountingModel(model, cond)
-    z = spec.fn(counting, start, table, None, opts, callback)
+    record = FiniteRecord()
+
+    def on_step(info: dict[str, Any]) -> None:
+        record(info)
+        if callback is not None:
+            callback(info)
+
+    what = f"{spec.name!r}, {table.steps} steps, options {opts}"
+    z = run_steps(spec, counting, start, table, None, opts, on_step, record, what)
     if not torch.isfinite(z).all():
-        raise FloatingPointError("encoding produced non-finite latents; check the model's outputs")
+        where = record.describe(table.steps if opts.uses_grid else None)
+        raise NonFiniteError(f"encoding produced non-finite latents ({what}): {where}; check the model's "
+                             "outputs there")
     return SampleResult(x=z, nfe=counting.nfe, timesteps=ts, latents=None if latent is None else start)
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from scoresde.checks import check_steps
 from scoresde.errors import InputError
 from scoresde.sde import SDE
 
@@ -89,9 +90,7 @@ def check_timesteps(timesteps: Tensor, sde: SDE) -> Tensor:
 
 
 def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise InputError(f"steps must be an integer >= 1, got {steps!r}")
-    return int(steps)
+    return check_steps(steps)  # an integer in 1..MAX_STEPS (NaN, inf, strings and 10¹² refused)
 
 
 def uniform(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:

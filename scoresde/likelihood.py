@@ -50,7 +50,8 @@ import torch
 from torch import Tensor
 
 from scoresde import grids, ode
-from scoresde.errors import InputError
+from scoresde.checks import check_float_dtype, check_int, check_real, check_steps, check_tensor
+from scoresde.errors import InputError, InputTypeError
 from scoresde.flow import Predictor
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model, split_cond
@@ -58,6 +59,7 @@ from scoresde.noise import NoiseSource, as_noise
 from scoresde.sde import SDE, batch_coeff
 
 TRACES = ("exact", "rademacher", "gaussian")
+TOLERANCE = 1e-5  # rtol and atol of the adaptive solve unless given
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,8 @@ class LikelihoodResult:
 
 
 def check_trace_chunk(trace_chunk: int | None) -> None:
-    if trace_chunk is not None and (int(trace_chunk) != trace_chunk or trace_chunk < 1):
-        raise InputError(f"trace_chunk must be None or an integer >= 1, got {trace_chunk!r}")
+    if trace_chunk is not None:
+        check_int(trace_chunk, "trace_chunk", 1, expected="None or an integer >= 1")
 
 
 def _vjps(eps: Tensor, x: Tensor, vectors: Tensor) -> Tensor:
@@ -144,13 +146,35 @@ def draw_probes(kind: str, k: int, shape: tuple[int, ...], noise: NoiseSource,
 
 
 def _check_data(x: Tensor) -> None:
-    if not isinstance(x, Tensor) or x.ndim < 2:
-        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise InputError(f"x must be a tensor of shape (batch, ...), got {got}")
+    check_tensor(x, "x", min_ndim=2, floating=False)
     if not x.is_floating_point():
         raise InputError(f"x must be floating point, got {x.dtype} (for 8-bit images use bits_per_dim)")
-    if not torch.isfinite(x).all():
-        raise InputError("x must be finite; got NaN or inf")
+
+
+def _solve_settings(method: str, steps: int | None, grid: str | None, rtol: float | None,
+                    atol: float | None) -> tuple[int | None, str, float, float]:
+    """``(steps, grid, rtol, atol)`` checked against ``method``: an adaptive method takes rtol/atol
+    (default :data:`TOLERANCE`) and no grid; a fixed-step one takes steps and a grid, and refuses
+    rtol/atol, which it would ignore."""
+    if ode.is_adaptive(method):
+        for name, value in (("steps", steps), ("grid", grid)):
+            if value is not None:
+                raise InputError(f"adaptive method {method!r} chooses its own steps; got {name}={value!r} "
+                                 "(drop it, or use a fixed-step method such as 'heun' or 'rk4' with steps)")
+        tols = [TOLERANCE if v is None else check_real(v, n) for n, v in (("rtol", rtol), ("atol", atol))]
+        if not all(v > 0 for v in tols):
+            raise InputError(f"rtol and atol must be > 0, got rtol={tols[0]}, atol={tols[1]}")
+        return None, "", tols[0], tols[1]
+    if steps is None:
+        raise InputError(f"fixed-step method {method!r} needs steps (an integer >= 1)")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            raise InputError(f"{name} is not used by the fixed-step method {method!r} (it takes the steps of "
+                             f"its grid; uses: steps, grid); drop {name}, or use an adaptive method such as "
+                             "'dopri5' with rtol/atol")
+    if grid is not None and not isinstance(grid, str):
+        raise InputTypeError(f"grid must be a grid's name such as 'logsnr', got {grid!r}")
+    return check_steps(steps), grid or "logsnr", TOLERANCE, TOLERANCE
 
 
 def likelihood_field(predict: Predictor, sde: SDE, shape: tuple[int, ...],
@@ -204,11 +228,11 @@ def log_likelihood(
     probes: int = 1,
     trace_chunk: int | None = None,
     method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: float | None = None,
+    atol: float | None = None,
     eps: float = 1e-5,
     steps: int | None = None,
-    grid: str = "logsnr",
+    grid: str | None = None,
     generator: torch.Generator | NoiseSource | None = None,
     batch_size: int | None = None,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
@@ -234,9 +258,11 @@ def log_likelihood(
         method: an ODE method from :func:`scoresde.ode.methods` (default torchdiffeq dopri5);
             ``"torchode_dopri5"``/``"torchode_tsit5"`` solve each sample with its own steps
             (optional torchode); fixed-step methods need ``steps`` and give fast, rough estimates.
-        rtol, atol: tolerances of adaptive methods.
+        rtol, atol: tolerances of adaptive methods (default 1e-5); refused with a fixed-step
+            method, which would ignore them.
         eps: the start time (data end), ``0 < eps < T``.
-        steps, grid: the time grid of fixed-step methods (see :mod:`scoresde.grids`).
+        steps, grid: the time grid of fixed-step methods (see :mod:`scoresde.grids`; grid default
+            ``"logsnr"``); refused with an adaptive method.
         generator: draws the Hutchinson probes; required unless ``trace="exact"``.
         batch_size: solve in independent chunks of this many samples (progress bar per chunk);
             with a per-sample method this changes only memory and speed, not the results.
@@ -252,28 +278,23 @@ def log_likelihood(
     if trace not in TRACES:
         raise InputError(f"trace must be one of {TRACES}, got {trace!r}")
     ode.check_method(method)
-    if int(probes) != probes or probes < 1:
-        raise InputError(f"probes must be an integer >= 1, got {probes!r}")
+    probes = check_int(probes, "probes", 1)
     check_trace_chunk(trace_chunk)
     sde = model.sde
+    eps = check_real(eps, "eps")
     if not 0.0 < eps < sde.T:
         raise InputError(f"eps must lie in (0, T={sde.T}), got {eps}")
+    steps, grid, rtol, atol = _solve_settings(method, steps, grid, rtol, atol)
     if ode.is_adaptive(method):
-        if steps is not None:
-            raise InputError(f"adaptive method {method!r} chooses its own steps; got steps={steps}")
         time_grid = torch.tensor([eps, sde.T], dtype=torch.float64)
     else:
-        if steps is None:
-            raise InputError(f"fixed-step method {method!r} needs steps (an integer >= 1)")
         time_grid = grids.make_grid(grid, sde, steps, sde.T, eps).flip(0)
     if trace != "exact" and generator is None:
         raise InputError(f"trace={trace!r} draws Hutchinson probes: pass generator= (a torch.Generator "
                          "or a NoiseSource), or use trace='exact'")
     noise = as_noise(generator) if trace != "exact" else None
     prior_logp = sde.prior_logp if prior_logp is None else prior_logp
-    batch_size = len(x) if batch_size is None else batch_size
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    batch_size = len(x) if batch_size is None else check_int(batch_size, "batch_size", 1)
 
     chunks = list(zip(torch.split(x, int(batch_size)), split_cond(cond, int(batch_size), len(x))))
     if progress:
@@ -355,6 +376,12 @@ def bits_per_dim(model: DiffusionModel, x: Tensor, *, cond: Cond = None,
         raise InputError("bits_per_dim needs a density of the data, but a latent model's density is that of "
                          "its latents z = to_latent(x); use sd.log_likelihood(model, x) (space='latent', "
                          "nats) instead")
+    check_tensor(x, "x", min_ndim=2, floating=False)
+    check_float_dtype(dtype)
+    levels = check_int(levels, "levels", 2)
+    if not isinstance(data_range, tuple | list) or len(data_range) != 2:
+        raise InputTypeError(f"data_range must be a pair (lo, hi), got {data_range!r}")
+    data_range = (check_real(data_range[0], "data_range[0]"), check_real(data_range[1], "data_range[1]"))
     if x.is_floating_point():
         y, log_jac = x, 0.0
     else:

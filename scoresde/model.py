@@ -268,6 +268,13 @@ class ScoreModel(nn.Module):
         compile: bool | Mapping[str, Any] = False,
     ):
         super().__init__()
+        if not callable(net):
+            raise InputTypeError(f"net must be a callable network (an nn.Module), got {type(net).__name__}")
+        if not isinstance(sde, SDE):
+            raise InputTypeError(f"sde must be an SDE such as scoresde.VPSDE(), got {sde!r} "
+                                 f"({type(sde).__name__})")
+        if not isinstance(learned_variance, bool):
+            raise InputTypeError(f"learned_variance must be True or False, got {learned_variance!r}")
         if prediction not in PREDICTIONS:
             raise InputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if isinstance(time_input, str) and time_input not in TIME_INPUTS:

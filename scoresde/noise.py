@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scoresde.errors import InputError, InputTypeError
+from scoresde.checks import check_int
+from scoresde.errors import InputTypeError
 
 
 @runtime_checkable
@@ -46,9 +47,8 @@ class PerSampleNoise:
     """
 
     def __init__(self, seed: int, offset: int = 0, device: torch.device | str = "cpu"):
-        if int(seed) != seed or seed < 0 or int(offset) != offset or offset < 0:
-            raise InputError(f"seed and offset must be integers >= 0, got seed={seed!r}, offset={offset!r}")
-        self.seed, self.offset, self.device = int(seed), int(offset), torch.device(device)
+        self.seed, self.offset = check_int(seed, "seed", 0), check_int(offset, "offset", 0)
+        self.device = torch.device(device)
         self._streams: list[torch.Generator] = []
 
     def _stream(self, i: int) -> torch.Generator:

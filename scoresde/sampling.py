@@ -2,7 +2,9 @@
 
 It validates the request, builds the time grid, draws ``x_T`` from the prior, counts network
 evaluations exactly and optionally finishes with a Tweedie denoising step
-``x_0 = E[x_0 | x_{t_end}]`` (one more evaluation). A latent model
+``x_0 = E[x_0 | x_{t_end}]`` (one more evaluation). A state that becomes non-finite is a
+:class:`~scoresde.errors.NonFiniteError` naming the step and time where it first did
+(:class:`FiniteRecord`: one on-device flag per step, read once, after the run). A latent model
 (:class:`~scoresde.latent.LatentDiffusion`, or a wrapper of one) is sampled in its latent space and
 the result decoded once through its autoencoder (not counted as an NFE).
 """
@@ -16,7 +18,8 @@ import torch
 from torch import Tensor
 
 from scoresde import grids, samplers
-from scoresde.errors import InputError, InputTypeError
+from scoresde.checks import check_flag, check_float_dtype, check_real, check_shape, check_steps, check_tensor
+from scoresde.errors import InputError, InputTypeError, NonFiniteError
 from scoresde.grids import GridTable
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
@@ -39,6 +42,38 @@ class SampleResult:
     latents: Tensor | None = None
 
 
+class FiniteRecord:
+    """A per-step callback that keeps, for every report, whether the state was finite — as a device
+    tensor, so that the step loop never waits for the device — and after the run names the first
+    report whose state was not (one host read, made only once the run has failed)."""
+
+    def __init__(self) -> None:
+        self.flags: list[Tensor] = []
+        self.where: list[tuple[int, float]] = []
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        self.flags.append(torch.isfinite(info["x"]).all())
+        self.where.append((info["i"], info["t"]))
+
+    def first_bad(self) -> tuple[int, float] | None:
+        """``(i, t)`` of the first report with a non-finite state, or ``None``."""
+        if not self.flags:
+            return None
+        bad = (~torch.stack(self.flags)).nonzero()
+        return self.where[int(bad[0])] if len(bad) else None
+
+    def describe(self, steps: int | None, end: str = "at the end") -> str:
+        """Where the run first became non-finite: step ``i`` of ``steps`` (``None``: an adaptive
+        solve, whose reports are its accepted steps or only its end) and its time, or ``end``."""
+        first = self.first_bad()
+        if first is None:
+            return f"every step's state was finite; it became non-finite {end}"
+        i, t = first
+        if steps is None:
+            return f"the state first became non-finite by t={t:.6g} (the adaptive solve's report i={i})"
+        return f"the state first became non-finite at step i={i} (0-based, of {steps}), at t={t:.6g}"
+
+
 def resolve_sampler(sampler: str | SamplerSpec) -> SamplerSpec:
     """A registered sampler's spec by name, or the spec itself."""
     if isinstance(sampler, SamplerSpec):
@@ -48,12 +83,27 @@ def resolve_sampler(sampler: str | SamplerSpec) -> SamplerSpec:
     return samplers.get(sampler)
 
 
+def run_steps(spec: SamplerSpec, model: CountingModel, x: Tensor, table: GridTable, noise: NoiseSource | None,
+              opts: SamplerOptions, on_step: Callback, record: FiniteRecord, what: str) -> Tensor:
+    """``spec.fn`` on ``x``; a sampler's own error about a non-finite state (e.g. ``pc``'s Langevin
+    step) raised after a step whose state ``record`` saw non-finite is re-raised naming that step."""
+    try:
+        return spec.fn(model, x, table, noise, opts, on_step)
+    except (InputError, FloatingPointError) as err:
+        if record.first_bad() is None:
+            raise
+        raise NonFiniteError(f"{err} ({what}: {record.describe(table.steps if opts.uses_grid else None)})") \
+            from err
+
+
 def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions, steps: int | None,
               timesteps: Tensor | None, grid: str | None, t_start: float | None,
               t_end: float | None) -> Tensor:
     """The decreasing grid ``sample`` uses: explicit ``timesteps`` or ``steps`` on ``grid``;
     only the two ends for an adaptive solver."""
     sde = model.sde
+    t_start = None if t_start is None else check_real(t_start, "t_start")
+    t_end = None if t_end is None else check_real(t_end, "t_end")
     if timesteps is not None:
         if steps is not None or grid is not None or t_start is not None or t_end is not None:
             raise InputError("pass either timesteps or steps/grid/t_start/t_end, not both")
@@ -77,7 +127,7 @@ def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions,
         return torch.tensor([t_start, t_end], dtype=torch.float64)
     if steps is None:
         raise InputError("steps is required (an integer >= 1), or pass an explicit timesteps tensor")
-    return grids.make_grid(grid or spec.grid_for(sde), sde, steps, t_start, t_end)
+    return grids.make_grid(grid or spec.grid_for(sde), sde, check_steps(steps), t_start, t_end)
 
 
 def sample(
@@ -120,6 +170,8 @@ def sample(
         denoise: finish with ``x_0 = x0(x, t_end)`` (one more network call).
         x_T: the starting state at ``t_start`` (default: a draw from the prior).
         callback: called after every step with ``{"i", "t", "x", "x0"}``.
+        dtype: the samples' floating-point dtype (when ``x_T`` is not given).
+        device: where to draw ``x_T`` (default: the CPU).
         progress: show a tqdm progress bar over the steps.
         **options: the sampler's declared options (``sd.samplers.get(name).options``), e.g.
             ``eta`` (ddim), ``predictor``, ``corrector``, ``snr``, ``n_corrector`` (pc),
@@ -128,31 +180,41 @@ def sample(
 
     Returns:
         a :class:`SampleResult` with ``.x`` and ``.nfe`` (and ``.latents`` for a latent model).
+
+    Raises:
+        InputError: an argument that is not accepted (an :class:`~scoresde.errors.InputTypeError`
+            for a value of the wrong type), saying what was expected.
+        NonFiniteError: the state became non-finite; the message names the first step (and its
+            time) whose state was not finite.
     """
     check_model(model)
     spec = resolve_sampler(sampler)
     opts = spec.parse(options)
     sde = model.sde
-    shape = tuple(shape)
-    if len(shape) < 1 or not all(isinstance(n, int) and n >= 1 for n in shape):
-        raise InputError(f"shape must be a tuple of positive ints (batch, ...), got {shape}")
+    shape = check_shape(shape)
+    dtype = check_float_dtype(dtype)
+    try:
+        device = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):
+        raise InputError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', got "
+                         f"{device!r}") from None
+    check_flag(progress, "progress")
     check_cond(cond, shape[0])
     ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end)
-    denoise = spec.default_ends(opts)[1] if denoise is None else bool(denoise)
+    denoise = spec.default_ends(opts)[1] if denoise is None else check_flag(denoise, "denoise")
     if denoise and sde.sigma(ts[-1]) == 0:
         raise InputError("denoise=True needs a grid ending where sigma > 0 (t_end > 0)")
 
     if x_T is not None:
+        check_tensor(x_T, "x_T")
         if tuple(x_T.shape) != shape:
             raise InputError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
-        if not torch.isfinite(x_T).all():
-            raise InputError("x_T must be finite")
     elif ts[0] < sde.T:
         raise InputError(f"starting at t={float(ts[0]):.4g} < T needs x_T (the prior sits at T)")
     needs_noise = opts.stochastic or x_T is None
     noise = as_noise(generator) if needs_noise or generator is not None else None
     if x_T is None:
-        x = sde.prior_std * noise.randn(shape, dtype, torch.device(device or "cpu"))
+        x = sde.prior_std * noise.randn(shape, dtype, device)
     else:
         x = x_T
 
@@ -164,24 +226,28 @@ def sample(
 
         bar = tqdm(total=table.steps, unit="step", desc=spec.name)
 
+    record = FiniteRecord()
+
     def on_step(info: dict[str, Any]) -> None:
+        record(info)
         if bar is not None:
             bar.update(1)
         if callback is not None:
             callback(info)
 
+    what = f"{spec.name!r}, {table.steps} steps, options {opts}"
     try:
-        x = spec.fn(counting, x, table, noise, opts, on_step)
+        x = run_steps(spec, counting, x, table, noise, opts, on_step, record, what)
         if denoise:
             x = counting.predict(x, ts[-1]).x0
     finally:
         if bar is not None:
             bar.close()
-    if not torch.isfinite(x).all():
-        raise FloatingPointError(
-            f"sampling produced non-finite values ({spec.name!r}, {table.steps} steps, "
-            f"options {opts}); check the model's outputs and the grid"
-        )
+    if not torch.isfinite(x).all():  # the run's one host read of the state
+        end = f"in the final denoising step x0(x, t_end={float(ts[-1]):.6g})" if denoise else "at the end"
+        where = record.describe(table.steps if opts.uses_grid else None, end)
+        raise NonFiniteError(f"sampling produced non-finite values ({what}): {where}; check the model's "
+                             "outputs there (a network returning NaN or inf) and the grid")
     latent = find_latent_model(model)
     if latent is not None:
         return SampleResult(x=latent.to_data(x), nfe=counting.nfe, timesteps=ts, latents=x)

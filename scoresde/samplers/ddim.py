@@ -44,7 +44,7 @@ class DDIMOptions(SamplerOptions):
             raise InputError(f"eta must lie in [0, 1], got {self.eta}")
 
     def unused(self) -> dict[str, str]:
-        if self.eta == 0 and self.variance in ("posterior", "learned"):  # "analytic" adds noise at eta = 0
+        if self.eta == 0 and self.variance != "analytic":  # "analytic" adds noise at eta = 0
             return {"variance": f"with eta=0 (a deterministic step: variance={self.variance!r} scales noise "
                                 "by eta; only 'analytic' adds noise at eta=0)"}
         return {}
