@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from scoresde import samplers
-from scoresde.errors import InputError
+from scoresde.errors import InputError, NonFiniteError
 from scoresde.grids import GridTable
 from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, Prediction, check_cond, check_model
@@ -250,6 +250,6 @@ def inpaint(
         x = counting.predict(x, ts[-1]).x0
     x = torch.where(mask, y, x)
     if not torch.isfinite(x).all():
-        raise FloatingPointError(f"inpainting produced non-finite values (method {method!r}, {n} steps); "
-                                 "check the model's outputs and the grid")
+        raise NonFiniteError(f"inpainting produced non-finite values (method {method!r}, {n} steps); "
+                             "check the model's outputs and the grid")
     return InpaintResult(x=x, nfe=counting.nfe, timesteps=ts, path=path)

@@ -51,7 +51,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from scoresde.errors import InputError, InputTypeError
+from scoresde.errors import InputError, InputTypeError, NonFiniteError
 from scoresde.guidance import check_scale
 from scoresde.model import Cond, DiffusionModel, Prediction, check_model
 from scoresde.sde import SDE
@@ -185,7 +185,7 @@ class LatentDiffusion(nn.Module):
             raise InputError(f"the autoencoder encoded data {tuple(x.shape)} to {got}, but its latent_shape "
                              f"says {expected}")
         if not torch.isfinite(raw).all():
-            raise FloatingPointError("the autoencoder's encode returned non-finite latents")
+            raise NonFiniteError("the autoencoder's encode returned non-finite latents")
         return self.scale_factor * (raw - self.shift_factor)
 
     def to_data(self, z: Tensor) -> Tensor:
@@ -204,7 +204,7 @@ class LatentDiffusion(nn.Module):
                              f"{tuple(x.shape[1:])}, whose latent shape is {back}: sample a latent model "
                              "with shape (batch, *ldm.latent_shape(data_shape))")
         if not torch.isfinite(x).all():
-            raise FloatingPointError("the autoencoder's decode returned non-finite data")
+            raise NonFiniteError("the autoencoder's decode returned non-finite data")
         return x
 
 
