@@ -29,7 +29,14 @@ from scoresde.latent import find_latent_model
 from scoresde.model import Cond, CountingModel, DiffusionModel, check_cond, check_model
 from scoresde.noise import NoiseSource
 from scoresde.samplers.base import Callback, SamplerSpec
-from scoresde.sampling import FiniteRecord, SampleResult, resolve_sampler, run_steps, time_grid
+from scoresde.sampling import (
+    FiniteRecord,
+    SampleResult,
+    check_callback,
+    resolve_sampler,
+    run_steps,
+    time_grid,
+)
 
 ENCODE_T_END = 1e-3
 
@@ -71,6 +78,7 @@ def encode(
             "use 'ddim' with eta=0 or 'ode'"
         )
     check_tensor(x, "x")
+    check_callback(callback)
     check_cond(cond, x.shape[0])
     if timesteps is None and t_end is None:
         t_end = ENCODE_T_END

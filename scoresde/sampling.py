@@ -74,6 +74,12 @@ class FiniteRecord:
         return f"the state first became non-finite at step i={i} (0-based, of {steps}), at t={t:.6g}"
 
 
+def check_callback(callback: Any) -> None:
+    if callback is not None and not callable(callback):
+        raise InputTypeError("callback must be None or a function of the step's dict, got "
+                             f"{type(callback).__name__}")
+
+
 def resolve_sampler(sampler: str | SamplerSpec) -> SamplerSpec:
     """A registered sampler's spec by name, or the spec itself."""
     if isinstance(sampler, SamplerSpec):
@@ -199,6 +205,7 @@ def sample(
         raise InputError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', got "
                          f"{device!r}") from None
     check_flag(progress, "progress")
+    check_callback(callback)
     check_cond(cond, shape[0])
     ts = time_grid(spec, model, opts, steps, timesteps, grid, t_start, t_end)
     denoise = spec.default_ends(opts)[1] if denoise is None else check_flag(denoise, "denoise")

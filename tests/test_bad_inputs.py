@@ -264,6 +264,12 @@ ROWS: list[tuple[str, Callable[[], Any], type[Exception], list[str]]] = [
     ),
     ("device-unknown", lambda: sample((2, 2), "ddim", 5, device="gpu0"), E, ["device", "'gpu0'"]),
     ("cond-batch", lambda: sample((2, 2), "ddim", 5, cond=torch.zeros(3)), E, ["cond", "3"]),
+    (
+        "callback-not-callable",
+        lambda: sample((2, 2), "ddim", 5, callback=5),
+        T,
+        ["callback", "function", "int"],
+    ),
     # encode
     ("encode-stochastic", lambda: sd.encode(M, X, "ddim", 5, eta=0.5), E, ["stochastic", "cannot encode"]),
     (

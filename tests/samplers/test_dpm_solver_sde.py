@@ -89,8 +89,10 @@ def _diffusers(order: int, solver_type: str, steps: int):
 def _ours_on_diffusers_grid(scheduler, model, x_T, order, solver_type, **kw):
     noise = RecordingNoise(1)
     ts = sd.grids.from_indices(scheduler.timesteps, 1000)
+    if order > 1:  # solver_type shapes the second-order steps; with order 1 giving it is an error
+        kw["solver_type"] = solver_type
     out = sd.sample(model, tuple(x_T.shape), "dpm_solver_sde", timesteps=ts, x_T=x_T, dtype=F64,
-                    generator=noise, order=order, solver_type=solver_type, **kw)
+                    generator=noise, order=order, **kw)
     return out, [*noise.draws, torch.zeros_like(x_T)]  # the final step into sigma = 0 draws none
 
 
