@@ -26,9 +26,10 @@ drawn once per solve and held fixed, so that the adaptive solver sees a smooth f
 run ``trace_chunk`` at a time as one batched backward pass (:func:`divergence`): peak memory
 ≈ ``trace_chunk`` × the activation memory of one VJP of the batch.
 
-Step-size control: torchdiffeq and scipy measure the error with one RMS norm over the whole
-batch, so a batch shares its steps, a sample's log-density depends (within the tolerance) on
-its companions, and NFE grows with the batch; ``batch_size`` splits the data into independent
+Step-size control: torchdiffeq and scipy share one step size across the batch and keep every
+sample's own RMS error within the tolerance (:mod:`scoresde.ode`), so the hardest sample sets
+the steps, a sample's log-density depends on its companions by the solver's global error, and
+NFE grows with the batch; ``batch_size`` splits the data into independent
 solves. The per-sample methods (``method="torchode_dopri5"`` or ``"torchode_tsit5"``, see
 :mod:`scoresde.ode`) give every sample its own steps and error norm: its log-density does not
 depend on its batch, and ``nfe`` is its own count.

@@ -21,8 +21,14 @@ or backwards.
   The batch is still evaluated together: every field call covers all samples (finished ones
   at their end time), so the batch costs the NFE of its slowest sample.
 
-The adaptive methods with a shared step size (torchdiffeq, scipy) take one norm over the whole
-batch: the hardest sample sets every sample's steps.
+The adaptive methods with a shared step size (torchdiffeq, scipy) bound every sample's error by
+the tolerance: torchdiffeq's error norm is :func:`per_sample_norm` (the largest of the samples'
+RMS norms) instead of its default RMS over the whole batch, which divides one sample's error by
+up to ``sqrt(batch)`` when the others are easy; scipy's RMS over the whole state is given
+``rtol``, ``atol`` divided by ``sqrt(batch)``, which bounds each sample's RMS norm as well (their
+squares sum to at most 1), at the price of steps as if the tolerance were that much tighter. The
+hardest sample still sets every sample's steps, so a sample's solution depends on its batch by
+the solver's global error (a few times the tolerance), not by a diluted local error.
 
 A step that ends at ``s = 0`` is taken with Euler whatever the tableau: the fields integrated
 here (the PF-ODE in ``σ̄``) are evaluated only at ``σ̄ > 0``, as EDM's samplers do.
@@ -148,7 +154,17 @@ def _solve_torchdiffeq(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, me
     # step_t stops the solver at u = 1 instead of stepping past it and interpolating back:
     # beyond the end the field may not exist (sigma_bar < 0).
     return odeint(rescaled, y0, unit, method=method, rtol=rtol, atol=atol,
-                  options={"step_t": unit[1:]})[-1]
+                  options={"step_t": unit[1:], "norm": per_sample_norm})[-1]
+
+
+def per_sample_norm(scaled_error: Tensor) -> Tensor:
+    """The error norm of a batched state ``(batch, ...)``: the largest of the samples' RMS norms.
+
+    A step is accepted when this is ≤ 1, i.e. when every sample's own RMS error, measured in units
+    of ``atol + rtol·|y|``, is within the tolerance; an RMS over the whole batch would accept a
+    step in which one hard sample's error is ``sqrt(batch)`` times its tolerance.
+    """
+    return scaled_error.reshape(scaled_error.shape[0], -1).pow(2).mean(1).sqrt().max()
 
 
 def _solve_torchode(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: str,
@@ -199,7 +215,10 @@ def _solve_scipy(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: 
         return out.detach().to("cpu", torch.float64).numpy().ravel()
 
     y_np = y0.detach().to("cpu", torch.float64).numpy().ravel()
-    res = solve_ivp(rhs, (float(s0), float(s1)), y_np, method=method, rtol=rtol, atol=atol)
+    # solve_ivp's norm is one RMS over the whole state; with the tolerances divided by
+    # sqrt(batch) it bounds the sum of the samples' squared RMS norms by 1, so each one's too.
+    shrink = shape[0] ** 0.5 if len(shape) > 0 else 1.0
+    res = solve_ivp(rhs, (float(s0), float(s1)), y_np, method=method, rtol=rtol / shrink, atol=atol / shrink)
     if not res.success:
         raise RuntimeError(f"scipy solve_ivp({method}) failed: {res.message}")
     return torch.from_numpy(res.y[:, -1]).reshape(shape).to(device=device, dtype=dtype)
