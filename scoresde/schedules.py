@@ -8,11 +8,29 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
-from scoresde.errors import InputError
+from scoresde.errors import InputError, InputTypeError
+
+
+def real_parameter(owner: str, name: str, value: object) -> float:
+    """``value`` as a float, checked to be a finite real number (a bool or a string is refused).
+
+    A schedule or SDE constructor calls this for each of its numbers, so that ``beta_max=inf`` or
+    ``sigma_max=nan`` is an error naming the parameter instead of a schedule of NaNs.
+    """
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputTypeError(f"{owner}: {name} must be a real number, got {value!r} "
+                             f"({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InputError(f"{owner}: {name} must be finite, got {value}")
+    return value
 
 
 class Schedule(abc.ABC):
@@ -38,11 +56,13 @@ class LinearSchedule(Schedule):
     """``β(t) = β_min + t (β_max − β_min)``, ``log ᾱ(t) = −β_min t − ½ (β_max − β_min) t²``."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        beta_min = real_parameter("LinearSchedule", "beta_min", beta_min)
+        beta_max = real_parameter("LinearSchedule", "beta_max", beta_max)
         if not 0 < beta_min <= beta_max:
             raise InputError(
                 f"need 0 < beta_min <= beta_max, got beta_min={beta_min}, beta_max={beta_max}"
             )
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        self.beta_min, self.beta_max = beta_min, beta_max
 
     def log_alpha_bar(self, t: Tensor) -> Tensor:
         return -self.beta_min * t - 0.5 * (self.beta_max - self.beta_min) * t * t
@@ -76,9 +96,11 @@ class CosineSchedule(Schedule):
     """
 
     def __init__(self, s: float = 0.008, t_max: float = 0.9946):
+        s = real_parameter("CosineSchedule", "s", s)
+        t_max = real_parameter("CosineSchedule", "t_max", t_max)
         if not (s > 0 and 0 < t_max < 1):
             raise InputError(f"need s > 0 and 0 < t_max < 1, got s={s}, t_max={t_max}")
-        self.s, self.t_max = float(s), float(t_max)
+        self.s, self.t_max = s, t_max
         self._log_cos0 = math.log(math.cos(self._phi(0.0)))
         self._tan0 = math.tan(self._phi(0.0))
 
@@ -116,12 +138,24 @@ class DiscreteSchedule(Schedule):
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.ndim != 1 or len(betas) < 1:
             raise InputError(f"betas must be a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
-        if not (torch.isfinite(betas).all() and (betas > 0).all() and (betas < 1).all()):
-            raise InputError("every beta must lie in (0, 1)")
+        bad = ~(torch.isfinite(betas) & (betas > 0) & (betas < 1))
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise InputError(f"every beta must lie in (0, 1) (ᾱ_i = ∏(1 − β_j) strictly decreasing and "
+                             f"> 0), got betas[{i}] = {float(betas[i])!r} ({int(bad.sum())} of {len(betas)} "
+                             "outside)")
+        zero = torch.zeros(1, dtype=torch.float64)
+        knots = torch.cat([zero, torch.cumsum(torch.log1p(-betas), 0)])  # log ᾱ at k/N
+        # A β far below the rounding of its running sum leaves log ᾱ flat: t(ᾱ) would divide by 0.
+        flat = torch.diff(knots) >= 0
+        if flat.any():
+            i = int(flat.nonzero()[0])
+            raise InputError(f"betas[{i}] = {float(betas[i])!r} does not decrease log ᾱ = "
+                             f"{float(knots[i]):.6g} in float64: the noise level must strictly increase at "
+                             "every step (raise the smallest betas)")
         self.betas = betas
         self.N = len(betas)
-        zero = torch.zeros(1, dtype=torch.float64)
-        self._knots = torch.cat([zero, torch.cumsum(torch.log1p(-betas), 0)])  # log ᾱ at k/N
+        self._knots = knots
 
     def _segment(self, t: Tensor) -> tuple[Tensor, Tensor]:
         p = t * self.N

@@ -18,16 +18,25 @@ from __future__ import annotations
 
 import abc
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from scoresde.errors import InputError, InputTypeError
-from scoresde.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule, Schedule
+from scoresde.errors import InputError, InputTypeError, InputWarning
+from scoresde.schedules import CosineSchedule, DiscreteSchedule, LinearSchedule, Schedule, real_parameter
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+# SDE.prior_kl (nats per dimension, unit-scale data) above which a VP-family SDE warns that it does
+# not reach its prior. Likelihoods are reported to 0.01 bits/dim = 0.0069 nats/dim, and the prior
+# term log p_T(z) is off by about prior_kl per dimension, so 0.005 keeps that error below what a
+# bits/dim table shows. For VP it means alpha(T) < 0.0998 (KL = −½ log(1 − alpha(T)²)); the
+# library's schedules have 2e-5 (linear, cosine, DDPM's table) or less (the clipped cosine table),
+# Stable Diffusion's scaled-linear table 2.4e-3, VPSDE(1e-4, 1e-3) (alpha(T) = 0.9997) 3.8.
+PRIOR_KL_LIMIT = 0.005
 
 
 def as_time(t: float | Tensor, like: Tensor | None = None) -> Tensor:
@@ -175,6 +184,37 @@ class SDE(abc.ABC):
         sq = z.flatten(1).pow(2).sum(1)
         return -0.5 * d * math.log(2 * math.pi * s2) - sq / (2 * s2)
 
+    def prior_kl(self, data_rms: float = 1.0) -> float:
+        """How far the marginal at T is from the prior: ``KL(p_T ‖ N(0, p² I))`` per dimension, in
+        nats, bounded for any data whose coordinates have RMS ``data_rms``.
+
+        A point ``x0`` reaches ``N(alpha_T x0, sigma_T² I)`` at T; KL is convex, so for data with
+        ``E[x0²] = data_rms²`` per coordinate the marginal's KL is at most
+        ``½(sigma_T²/p² + alpha_T² data_rms²/p² − 1 − log(sigma_T²/p²))`` per dimension, with
+        ``p = prior_std``. Sampling starts from the prior instead of ``p_T``, which moves the samples
+        by up to this much (the reverse SDE cannot increase a KL, data-processing inequality), and a
+        likelihood's ``log p_T(z)`` is off by about as much per dimension.
+        """
+        a, s = float(self.alpha(self.T)), float(self.sigma(self.T))
+        r2, p2 = (s / self.prior_std) ** 2, (a * data_rms / self.prior_std) ** 2
+        return 0.5 * (r2 + p2 - 1.0 - math.log(r2))
+
+    def warn_if_prior_unreached(self) -> None:
+        """An :class:`~scoresde.errors.InputWarning` when :meth:`prior_kl` for unit-scale data
+        exceeds :data:`PRIOR_KL_LIMIT`, stating ``alpha(T)``, ``sigma(T)`` and the prior."""
+        kl = self.prior_kl()
+        if kl > PRIOR_KL_LIMIT:
+            a, s = float(self.alpha(self.T)), float(self.sigma(self.T))
+            warnings.warn(
+                f"{self!r} does not reach its prior: at T = {self.T:g} the marginal is "
+                f"alpha(T)·x0 + sigma(T)·z with alpha(T) = {a:.4g}, sigma(T) = {s:.4g}, but sampling "
+                f"starts from (and log_likelihood assumes) the prior N(0, {self.prior_std:g}²·I), i.e. "
+                "alpha(T) ≈ 0; "
+                f"for data of unit scale the marginal at T is {kl:.3g} nats per dimension from the prior "
+                f"(warned above {PRIOR_KL_LIMIT:g}). Use a schedule with more noise at T (alpha(T) below "
+                "≈ 0.1: a larger beta_max, or more steps in the β table).",
+                InputWarning, stacklevel=3)
+
     def discretize(self, x: Tensor, t: float | Tensor, dt: float | Tensor) -> tuple[Tensor, Tensor]:
         """Forward step from ``t − dt`` to ``t``: ``x_t ≈ x_{t−dt} + f + G z``, returns ``(f, G)``.
 
@@ -244,6 +284,7 @@ class _VPFamily(SDE):
             raise InputTypeError("schedule must be a scoresde.schedules.Schedule, "
                                  f"got {type(schedule).__name__}")
         self.schedule: Schedule = schedule
+        self.warn_if_prior_unreached()
 
     @classmethod
     def cosine(cls, s: float = 0.008, t_max: float = 0.9946, N: int | None = 1000):
@@ -341,12 +382,20 @@ class VESDE(SDE):
     ``alpha = 1``; the prior is ``N(0, σ_max² I)``. As in score_sde, the marginal at ``t`` has
     std ``sigma(t)`` (so ``t = 0`` carries ``σ_min`` of noise). ``discretize`` is the SMLD form
     ``x_t = x_{t−dt} + sqrt(sigma(t)² − sigma(t−dt)²) z``.
+
+    Whether the prior is reached depends on the data: ``N(0, σ_max² I)`` is the marginal at T only
+    when σ_max dwarfs the data (Song & Ermon 2020: at least the largest distance between training
+    points), and unlike VP's ``N(0, I)`` the SDE fixes no data scale (``configs/digits_ve.py`` pairs
+    data in [0, 1]^64 with σ_max = 8). So a VESDE does not warn when it is built;
+    ``prior_kl(data_rms)`` gives the mismatch for data of a given scale.
     """
 
     geometric_time = True
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int | None = 1000):
         super().__init__(N)
+        sigma_min = real_parameter("VESDE", "sigma_min", sigma_min)
+        sigma_max = real_parameter("VESDE", "sigma_max", sigma_max)
         if not 0 < sigma_min < sigma_max:
             raise InputError(
                 f"VESDE needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, "
