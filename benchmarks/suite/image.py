@@ -72,7 +72,8 @@ def settings_for(device: torch.device, quick: bool) -> ImageSettings:
     if device.type == "cuda" and not quick:
         return ImageSettings(mixture=mixture3072(2000, (5, 10, 20, 50, 100, 200, 500), (1e-2, 1e-3, 1e-4)))
     return ImageSettings(size="tiny", network=dict(TINY_NETWORK), batch=2, target_nfe=5, repeats=1,
-                         mixture=mixture3072(64, (5, 10) if not quick else (5,), ()), fid_n=8)
+                         mixture=mixture3072(16, (5,), ()) if quick else mixture3072(64, (5, 10), ()),
+                         fid_n=8)
 
 
 def image_model(settings: ImageSettings, device: torch.device,
