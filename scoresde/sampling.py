@@ -120,7 +120,7 @@ def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions,
                 "(pass [t_start, t_end], or use a fixed-step method)"
             )
         return ts
-    t_start = sde.T if t_start is None else t_start
+    t_start = grids.default_t_start(sde, grid) if t_start is None else t_start
     t_end = spec.default_ends(options)[0] if t_end is None else t_end
     if not 0.0 <= t_end < t_start <= sde.T:
         raise InputError(f"need 0 <= t_end < t_start <= T={sde.T}, got t_end={t_end}, t_start={t_start}")
@@ -133,7 +133,7 @@ def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions,
         return torch.tensor([t_start, t_end], dtype=torch.float64)
     if steps is None:
         raise InputError("steps is required (an integer >= 1), or pass an explicit timesteps tensor")
-    return grids.make_grid(grid or spec.grid_for(sde), sde, check_steps(steps), t_start, t_end)
+    return grids.make_grid(grid or spec.grid_for(sde, options), sde, check_steps(steps), t_start, t_end)
 
 
 def sample(
@@ -172,7 +172,8 @@ def sample(
         timesteps: an explicit strictly decreasing grid in ``[0, T]`` instead of ``steps``.
         grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"`` or ``"karras"`` (default: the
             sampler's measured default).
-        t_start, t_end: ends of the grid (default ``T`` and the sampler's default).
+        t_start, t_end: ends of the grid (default ``T`` — where ``σ̄ = 160`` on a VP schedule whose
+            ``σ̄(T)`` is larger, :func:`scoresde.grids.default_t_start` — and the sampler's default).
         denoise: finish with ``x_0 = x0(x, t_end)`` (one more network call).
         x_T: the starting state at ``t_start`` (default: a draw from the prior).
         callback: called after every step with ``{"i", "t", "x", "x0"}``.
@@ -216,7 +217,7 @@ def sample(
         check_tensor(x_T, "x_T")
         if tuple(x_T.shape) != shape:
             raise InputError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
-    elif ts[0] < sde.T:
+    elif ts[0] < grids.default_t_start(sde, grid):  # T, or where σ̄ = 160 if σ̄(T) is larger
         raise InputError(f"starting at t={float(ts[0]):.4g} < T needs x_T (the prior sits at T)")
     needs_noise = opts.stochastic or x_T is None
     noise = as_noise(generator) if needs_noise or generator is not None else None

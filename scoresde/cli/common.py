@@ -752,7 +752,8 @@ def run_samplers(model: sd.ScoreModel, shape: tuple[int, ...], runs: Sequence[Ru
         start = time.perf_counter()
         out = sd.sample(model, shape, v.sampler, run.steps, generator=gen, device=device, **v.options)
         wall = time.perf_counter() - start
-        grid = "adaptive" if run.steps is None else sd.samplers.get(v.sampler).grid_for(model.sde)
+        spec = sd.samplers.get(v.sampler)
+        grid = "adaptive" if run.steps is None else spec.grid_for(model.sde, spec.parse(v.options))
         distance = None if reference is None else mmd2(out.x, reference)
         results.append((Row(v.label, v.sampler, format_options(v.options), grid, run.steps, out.nfe, wall,
                             distance), out.x))

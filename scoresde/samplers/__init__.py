@@ -77,6 +77,9 @@ def markdown_table() -> str:
                               for n, kind, default in spec.options.declared())
         variants_text = "<br>".join(f"{label}: `{opts}`" for label, opts in spec.variants)
         grid = spec.grid if spec.grid_geometric is None else f"{spec.grid} (VE: {spec.grid_geometric})"
+        own = [f"{label}: {spec.parse(opts).default_grid}" for label, opts in spec.variants
+               if spec.parse(opts).default_grid is not None]
+        grid += f" ({'; '.join(own)})" if own else ""
         ends = f"{grid}, {spec.t_end:g}, {'yes' if spec.denoise else 'no'}"
         if spec.adaptive_ends is not None:
             t_end, denoise = spec.adaptive_ends

@@ -124,6 +124,11 @@ class SamplerOptions:
         """Whether the run steps through every grid time (False: adaptive, ends only)."""
         return True
 
+    @property
+    def default_grid(self) -> str | None:
+        """The default grid this configuration needs instead of its spec's; None: the spec's."""
+        return None
+
     @classmethod
     def declared(cls) -> list[tuple[str, str, Any]]:
         """``(name, type, default)`` of every option, in declaration order."""
@@ -221,8 +226,11 @@ class SamplerSpec:
         parsed.check_used(list(options), f"sampler {self.name!r}")
         return parsed
 
-    def grid_for(self, sde: SDE) -> str:
-        """The default grid's name on ``sde`` (``grid``, or ``grid_geometric`` on a VE SDE)."""
+    def grid_for(self, sde: SDE, options: SamplerOptions | None = None) -> str:
+        """The default grid's name on ``sde`` for ``options``: the options' ``default_grid`` where
+        they name one, else ``grid``, or ``grid_geometric`` on a VE SDE."""
+        if options is not None and options.default_grid is not None:
+            return options.default_grid
         if self.grid_geometric is not None and sde.geometric_time:
             return self.grid_geometric
         return self.grid
