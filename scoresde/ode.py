@@ -137,7 +137,7 @@ def integrate_fixed(func: VectorField, y0: Tensor, grid: Tensor, tableau: Butche
 
 
 def _solve_torchdiffeq(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: str,
-                       rtol: float, atol: float) -> Tensor:
+                       rtol: float, atol: float, error_norm: str) -> Tensor:
     from torchdiffeq import odeint
 
     # Solve in u ∈ [0, 1], s = s0 + u (s1 − s0), so that a float32 state does not round the
@@ -153,8 +153,8 @@ def _solve_torchdiffeq(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, me
     unit = torch.tensor([0.0, 1.0], device=y0.device, dtype=y0.dtype)
     # step_t stops the solver at u = 1 instead of stepping past it and interpolating back:
     # beyond the end the field may not exist (sigma_bar < 0).
-    return odeint(rescaled, y0, unit, method=method, rtol=rtol, atol=atol,
-                  options={"step_t": unit[1:], "norm": per_sample_norm})[-1]
+    options = {"step_t": unit[1:], **({"norm": per_sample_norm} if error_norm == "per_sample" else {})}
+    return odeint(rescaled, y0, unit, method=method, rtol=rtol, atol=atol, options=options)[-1]
 
 
 def per_sample_norm(scaled_error: Tensor) -> Tensor:
@@ -203,7 +203,7 @@ def _solve_torchode(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, metho
 
 
 def _solve_scipy(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: str,
-                 rtol: float, atol: float) -> Tensor:
+                 rtol: float, atol: float, error_norm: str) -> Tensor:
     import numpy as np
     from scipy.integrate import solve_ivp
 
@@ -217,7 +217,7 @@ def _solve_scipy(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: 
     y_np = y0.detach().to("cpu", torch.float64).numpy().ravel()
     # solve_ivp's norm is one RMS over the whole state; with the tolerances divided by
     # sqrt(batch) it bounds the sum of the samples' squared RMS norms by 1, so each one's too.
-    shrink = shape[0] ** 0.5 if len(shape) > 0 else 1.0
+    shrink = shape[0] ** 0.5 if len(shape) > 0 and error_norm == "per_sample" else 1.0
     res = solve_ivp(rhs, (float(s0), float(s1)), y_np, method=method, rtol=rtol / shrink, atol=atol / shrink)
     if not res.success:
         raise RuntimeError(f"scipy solve_ivp({method}) failed: {res.message}")
@@ -226,15 +226,22 @@ def _solve_scipy(func: VectorField, y0: Tensor, s0: Tensor, s1: Tensor, method: 
 
 def solve_with_stats(func: VectorField, y0: Tensor, grid: Tensor, method: str = "dopri5",
                      rtol: float = 1e-5, atol: float = 1e-5,
-                     on_step: Callable[[int, Tensor], None] | None = None) -> Solution:
+                     on_step: Callable[[int, Tensor], None] | None = None,
+                     error_norm: str = "per_sample") -> Solution:
     """Integrate ``dy/ds = func(s, y)`` from ``grid[0]`` to ``grid[-1]``: ``y(grid[-1])`` and NFE.
 
     Fixed-step methods visit every grid point (``on_step`` is called after each step);
     adaptive ones use only the ends and choose their own steps to meet ``rtol``/``atol``:
     measured over the whole state for torchdiffeq and scipy (a batch shares one step size), per
     sample for the torchode methods (``func`` then receives one time per sample).
+
+    ``error_norm`` (torchdiffeq and scipy): ``"per_sample"`` (default) holds every sample's own
+    RMS error to the tolerance; ``"batch"`` is the solvers' own single RMS over the whole state
+    (cheaper: the easy samples dilute the hard ones' errors; score_sde's likelihood uses it).
     """
     check_method(method)
+    if error_norm not in ("per_sample", "batch"):
+        raise InputError(f"error_norm must be 'per_sample' or 'batch', got {error_norm!r}")
     grid = torch.as_tensor(grid, dtype=torch.float64)
     if method not in FIXED_STEP and not (rtol > 0 and atol > 0):
         raise InputError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
@@ -251,7 +258,7 @@ def solve_with_stats(func: VectorField, y0: Tensor, grid: Tensor, method: str = 
         y = integrate_fixed(counted, y0, grid, FIXED_STEP[method], on_step)
     else:
         solver = _solve_torchdiffeq if method in TORCHDIFFEQ_METHODS else _solve_scipy
-        y = solver(counted, y0, grid[0], grid[-1], method, rtol, atol)
+        y = solver(counted, y0, grid[0], grid[-1], method, rtol, atol, error_norm)
     return Solution(y, torch.full((y0.shape[0],), calls, dtype=torch.long))
 
 
