@@ -92,7 +92,7 @@ def encode(
     latent = find_latent_model(model)
     start = x if latent is None else latent.to_latent(x)
     counting = CountingModel(model, cond)
-    record = FiniteRecord()
+    record = FiniteRecord(table.steps if opts.uses_grid else None)
 
     def on_step(info: dict[str, Any]) -> None:
         record(info)
@@ -102,7 +102,7 @@ def encode(
     what = f"{spec.name!r}, {table.steps} steps, options {opts}"
     z = run_steps(spec, counting, start, table, None, opts, on_step, record, what)
     if not torch.isfinite(z).all():
-        where = record.describe(table.steps if opts.uses_grid else None)
+        where = record.describe()
         raise NonFiniteError(f"encoding produced non-finite latents ({what}): {where}; check the model's "
                              "outputs there")
     return SampleResult(x=z, nfe=counting.nfe, timesteps=ts, latents=None if latent is None else start)

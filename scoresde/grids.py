@@ -117,18 +117,14 @@ def default_t_start(sde: SDE, grid: str | None = None) -> float:
     return float(sde.t_from_sigma_bar(torch.tensor(PRIOR_SIGMA_BAR, dtype=torch.float64)))
 
 
-def _check_steps(steps: int) -> int:
-    return check_steps(steps)  # an integer in 1..MAX_STEPS (NaN, inf, strings and 10¹² refused)
-
-
 def uniform(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     t_start = sde.T if t_start is None else t_start
     return torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
 
 
 def quadratic(sde: SDE, steps: int, t_start: float | None = None, t_end: float = 0.0) -> Tensor:
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     t_start = sde.T if t_start is None else t_start
     u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     return t_end + (t_start - t_end) * u * u
@@ -138,7 +134,7 @@ def _in_noise_level(sde: SDE, steps: int, t_start: float | None, t_end: float,
                     to_level: Callable[[Tensor], Tensor],
                     from_level: Callable[[Tensor], Tensor]) -> Tensor:
     """Equal steps in ``to_level(λ)``, with a final step to ``t_end`` where λ(t_end) = ∞."""
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     t_start = sde.T if t_start is None else float(t_start)
     lam_start = sde.log_snr(t_start)
     lam_end = sde.log_snr(t_end)
@@ -178,7 +174,7 @@ def smallest_time(sde: SDE) -> float:
 def _floored(grid_fn: GridFn, sde: SDE, steps: int, t_start: float | None, t_end: float) -> Tensor:
     """``grid_fn`` from ``t_start`` to ``t_min`` in ``steps − 1`` steps, then one step to
     ``t_end`` (just ``grid_fn`` to ``t_end`` where ``t_end ≥ t_min``, or for one step)."""
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     t_min = smallest_time(sde)
     if t_end >= t_min or steps == 1:
         return grid_fn(sde, steps, t_start, t_end)
@@ -207,7 +203,7 @@ def _spacing(name: str, sde: SDE, steps: int, t_start: float | None, t_end: floa
     """
     import numpy as np
 
-    k, N = _check_steps(steps), sde.require_N(f"the {name!r} grid")
+    k, N = check_steps(steps), sde.require_N(f"the {name!r} grid")
     if t_start is not None and t_start != sde.T:
         raise InputError(f"the {name!r} grid starts from the table's own timesteps; t_start must be "
                          f"T={sde.T}, got {t_start}")

@@ -45,9 +45,12 @@ class SampleResult:
 class FiniteRecord:
     """A per-step callback that keeps, for every report, whether the state was finite — as a device
     tensor, so that the step loop never waits for the device — and after the run names the first
-    report whose state was not (one host read, made only once the run has failed)."""
+    report whose state was not (one host read, made only once the run has failed). ``steps`` is the
+    grid's step count, ``None`` for an adaptive solve (its reports are its accepted steps or only
+    its end)."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: int | None = None) -> None:
+        self.steps = steps
         self.flags: list[Tensor] = []
         self.where: list[tuple[int, float]] = []
 
@@ -62,16 +65,15 @@ class FiniteRecord:
         bad = (~torch.stack(self.flags)).nonzero()
         return self.where[int(bad[0])] if len(bad) else None
 
-    def describe(self, steps: int | None, end: str = "at the end") -> str:
-        """Where the run first became non-finite: step ``i`` of ``steps`` (``None``: an adaptive
-        solve, whose reports are its accepted steps or only its end) and its time, or ``end``."""
+    def describe(self, end: str = "at the end") -> str:
+        """Where the run first became non-finite: step ``i`` of ``steps`` and its time, or ``end``."""
         first = self.first_bad()
         if first is None:
             return f"every step's state was finite; it became non-finite {end}"
         i, t = first
-        if steps is None:
+        if self.steps is None:
             return f"the state first became non-finite by t={t:.6g} (the adaptive solve's report i={i})"
-        return f"the state first became non-finite at step i={i} (0-based, of {steps}), at t={t:.6g}"
+        return f"the state first became non-finite at step i={i} (0-based, of {self.steps}), at t={t:.6g}"
 
 
 def check_callback(callback: Any) -> None:
@@ -98,8 +100,7 @@ def run_steps(spec: SamplerSpec, model: CountingModel, x: Tensor, table: GridTab
     except (InputError, FloatingPointError) as err:
         if record.first_bad() is None:
             raise
-        raise NonFiniteError(f"{err} ({what}: {record.describe(table.steps if opts.uses_grid else None)})") \
-            from err
+        raise NonFiniteError(f"{err} ({what}: {record.describe()})") from err
 
 
 def time_grid(spec: SamplerSpec, model: DiffusionModel, options: SamplerOptions, steps: int | None,
@@ -234,7 +235,7 @@ def sample(
 
         bar = tqdm(total=table.steps, unit="step", desc=spec.name)
 
-    record = FiniteRecord()
+    record = FiniteRecord(table.steps if opts.uses_grid else None)
 
     def on_step(info: dict[str, Any]) -> None:
         record(info)
@@ -253,7 +254,7 @@ def sample(
             bar.close()
     if not torch.isfinite(x).all():  # the run's one host read of the state
         end = f"in the final denoising step x0(x, t_end={float(ts[-1]):.6g})" if denoise else "at the end"
-        where = record.describe(table.steps if opts.uses_grid else None, end)
+        where = record.describe(end)
         raise NonFiniteError(f"sampling produced non-finite values ({what}): {where}; check the model's "
                              "outputs there (a network returning NaN or inf) and the grid")
     latent = find_latent_model(model)
