@@ -77,6 +77,7 @@ class FiniteRecord:
 
 
 def check_callback(callback: Any) -> None:
+    """Refuse a ``callback`` that is neither ``None`` nor callable (InputTypeError)."""
     if callback is not None and not callable(callback):
         raise InputTypeError("callback must be None or a function of the step's dict, got "
                              f"{type(callback).__name__}")
